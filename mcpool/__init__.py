@@ -1,0 +1,27 @@
+"""mcpool: a fair, bounded, observable, fork-safe memcached client pool.
+
+>>> import pylibmc, mcpool
+>>> pool = mcpool.ClientPool(pylibmc.Client(["127.0.0.1:11211"]), 8)  # doctest: +SKIP
+>>> with pool.reserve() as mc:  # doctest: +SKIP
+...     mc.set("k", "v")
+"""
+
+from __future__ import annotations
+
+from .clientpool import ClientPool, is_fatal_error
+from .errors import InvalidKey, PoolClosed, PoolError, PoolTimeout
+from .pool import Lease, Pool, Reservation
+from .stats import PoolStats
+
+__all__ = [
+    "ClientPool",
+    "InvalidKey",
+    "Lease",
+    "Pool",
+    "PoolClosed",
+    "PoolError",
+    "PoolStats",
+    "PoolTimeout",
+    "Reservation",
+    "is_fatal_error",
+]

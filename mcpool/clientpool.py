@@ -1,0 +1,187 @@
+"""A pool of pylibmc clients cloned from a master: drop-in for ``pylibmc.ClientPool``.
+
+.. code-block:: python
+
+    import pylibmc
+    from mcpool import ClientPool
+
+    master = pylibmc.Client(["127.0.0.1:11211"], binary=True)
+    pool = ClientPool(master, 8)
+    with pool.reserve() as mc:
+        mc.set("greeting", "hello")
+
+The memcached specifics live here: the factory (``master.clone()``), which
+pylibmc errors mean a client's connection or protocol state is broken
+(:func:`is_fatal_error`), and how new behaviours reach every clone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pylibmc
+
+from .errors import PoolError
+from .pool import Pool
+
+__all__ = ["BENIGN_ERRORS", "ClientPool", "is_fatal_error"]
+
+#: pylibmc errors that say something about a key or a value, not about the
+#: connection: the client that raised them is fine and goes back to the pool.
+BENIGN_ERRORS: tuple[type[BaseException], ...] = tuple(
+    getattr(pylibmc, name)
+    for name in (
+        "NotFound",
+        "CacheMiss",
+        "TooBig",
+        "BadKeyProvided",
+        "DataExists",
+        "DataDoesNotExist",
+        "NotSupportedError",
+        "UnknownStatKey",
+    )
+    if hasattr(pylibmc, name)
+)
+
+
+def is_fatal_error(exc: BaseException) -> bool:
+    """Whether *exc*, raised while a client was in use, means the client is broken.
+
+    A pylibmc error other than the :data:`BENIGN_ERRORS` (a dead server, a
+    read or write error, a protocol error, an unmapped libmemcached error)
+    may leave the client's socket in the middle of a reply; such a client is
+    closed and replaced rather than handed to the next request. Exceptions
+    that are not pylibmc's (the application's own, :class:`~mcpool.InvalidKey`)
+    leave the client as it was.
+
+    >>> is_fatal_error(pylibmc.ServerDown("down"))
+    True
+    >>> is_fatal_error(pylibmc.NotFound("gone"))
+    False
+    >>> is_fatal_error(KeyError("x"))
+    False
+    """
+    return isinstance(exc, pylibmc.Error) and not isinstance(exc, BENIGN_ERRORS)
+
+
+def _disconnect(client: Any) -> None:
+    client.disconnect_all()
+
+
+class ClientPool(Pool[Any]):
+    """A fair, bounded pool of clones of a master pylibmc client.
+
+    Drop-in for ``pylibmc.ClientPool``: ``ClientPool(mc, n_slots)``,
+    :meth:`fill`, ``with pool.reserve() as mc:`` and ``reserve(block=False)``
+    work as there, and :class:`~mcpool.PoolTimeout` subclasses
+    :class:`queue.Empty`. Unlike pylibmc's, clones are made lazily,
+    ``reserve()`` waits up to *timeout* seconds (2 by default) for a client,
+    waiters are served in arrival order, a client whose block raised a fatal
+    pylibmc error (:func:`is_fatal_error`) is replaced, and a forked child
+    never touches its parent's clients.
+
+    :param mc: the master client; clones of it are handed out. The master
+        itself is never used for requests.
+    :param n_slots: the most clones alive at once.
+
+    The keyword arguments are :class:`~mcpool.Pool`'s.
+
+    >>> pool = ClientPool(pylibmc.Client([server.address]), 4)  # doctest: +SKIP
+    >>> with pool.reserve() as mc:  # doctest: +SKIP
+    ...     mc.set("k", "v")
+    True
+    """
+
+    def __init__(
+        self,
+        mc: Any = None,
+        n_slots: int = 0,
+        *,
+        timeout: float = 2.0,
+        min_idle: int = 0,
+        max_idle: float | None = None,
+        max_lifetime: float | None = None,
+        lifetime_jitter: float = 0.1,
+        discard_on: Callable[[BaseException], bool] = is_fatal_error,
+        leak_timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        name: str | None = None,
+    ) -> None:
+        self.master = mc
+        self._behaviors_version = 0
+        super().__init__(
+            self._clone,
+            max_size=n_slots,
+            min_idle=min_idle if mc is not None else 0,
+            timeout=timeout,
+            max_idle=max_idle,
+            max_lifetime=max_lifetime,
+            lifetime_jitter=lifetime_jitter,
+            close=_disconnect,
+            discard_on=discard_on,
+            leak_timeout=leak_timeout,
+            clock=clock,
+            name=name,
+        )
+        self.min_idle = min_idle
+
+    def fill(self, mc: Any, n_slots: int) -> None:
+        """Use *mc* as the master and allow *n_slots* more clones.
+
+        As with pylibmc, ``ClientPool()`` followed by ``fill(mc, 4)`` gives a
+        pool of four; the clones are made when first needed.
+        """
+        if n_slots < 0:
+            raise ValueError(f"n_slots must be >= 0, got {n_slots}")
+        with self._lock:
+            self.master = mc
+            self.max_size += n_slots
+            self._grant_free_slots()
+        self._replenish()
+
+    def set_behaviors(self, behaviors: Mapping[str, Any]) -> None:
+        """Set behaviours on the master and on every clone.
+
+        Idle clones get them now; clones in use get them when they come back,
+        before anyone else reserves them.
+
+        >>> pool.set_behaviors({"tcp_nodelay": True})  # doctest: +SKIP
+        """
+        if self.master is None:
+            raise PoolError("the pool has no master client; call fill(mc, n_slots)")
+        self.master.set_behaviors(dict(behaviors))
+        with self._lock:
+            self._behaviors_version += 1
+            self._behaviors = dict(self.master.get_behaviors())
+            idle = [entry.item for entry in self._idle]
+            for client in idle:
+                self._sync_behaviors(client)
+            # Costs nothing until behaviours change: only then does every
+            # returning client pass through this check.
+            self.reset = self._sync_behaviors
+
+    def _sync_behaviors(self, client: Any) -> None:
+        if getattr(client, "_mcpool_behaviors", 0) != self._behaviors_version:
+            client.set_behaviors(self._behaviors)
+            client._mcpool_behaviors = self._behaviors_version
+
+    def _clone(self) -> Any:
+        master = self.master
+        if master is None:
+            raise PoolError("the pool has no master client; call fill(mc, n_slots)")
+        client = master.clone()
+        client._mcpool_behaviors = self._behaviors_version
+        return client
+
+    def _on_fork(self) -> None:
+        # The master is the parent's too: it may hold a connection, and
+        # freeing it in the child would send ``quit`` on the parent's socket.
+        # Clone it (clones start unconnected) and keep the original alive.
+        from .pool import _abandon
+
+        if self.master is not None:
+            inherited = self.master
+            _abandon(inherited)
+            self.master = inherited.clone()

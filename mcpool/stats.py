@@ -1,0 +1,44 @@
+"""The record a pool's :meth:`~mcpool.Pool.stats` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PoolStats"]
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot of a pool's state and counters, taken under its lock.
+
+    ``size == idle + in_use`` and ``size == created - discarded`` always hold
+    in a snapshot. Times are in seconds.
+
+    >>> pool.stats()  # doctest: +SKIP
+    PoolStats(max_size=4, size=2, idle=1, in_use=1, waiting=0, created=2, ...)
+    """
+
+    #: the most items the pool holds at once
+    max_size: int
+    #: items alive now, idle or in use
+    size: int
+    #: items waiting in the pool
+    idle: int
+    #: items reserved by callers
+    in_use: int
+    #: callers waiting for an item
+    waiting: int
+    #: items made by the factory since the pool was created
+    created: int
+    #: items closed and dropped: broken, aged, idle too long, or after a fork
+    discarded: int
+    #: successful reservations
+    reserves: int
+    #: reservations that gave up with :class:`~mcpool.PoolTimeout`
+    timeouts: int
+    #: reservations that had to wait
+    waits: int
+    #: seconds spent waiting, summed over all reservations
+    total_wait: float
+    #: the longest single wait, in seconds
+    max_wait: float

@@ -1,0 +1,266 @@
+"""Real memcached servers on loopback, for tests, examples and benchmarks.
+
+:class:`MemcachedServer` starts the ``memcached`` binary on a free loopback
+port, waits until it answers, and stops it by pid. It can pause
+(``SIGSTOP``), resume, kill and restart the server on the same port, which is
+what failover tests need.
+
+.. code-block:: python
+
+    from mcpool.testing import MemcachedServer
+
+    with MemcachedServer() as server:
+        mc = pylibmc.Client([server.address])
+        mc.set("k", "v")
+
+The module has no test-framework dependency; ``tests/conftest.py`` wraps it
+in pytest fixtures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+
+__all__ = [
+    "MemcachedNotInstalled",
+    "MemcachedServer",
+    "free_port",
+    "memcached_servers",
+    "server_stats",
+]
+
+INSTALL_HINT = (
+    "the memcached server binary was not found on PATH; install it from the "
+    "system packages (Debian/Ubuntu: 'apt-get install memcached') or run "
+    "'./run.sh test', which installs it"
+)
+
+
+class MemcachedNotInstalled(RuntimeError):
+    """The ``memcached`` binary is not on ``PATH``; the message says how to
+    install it."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on *host* that nothing listens on right now.
+
+    Another process may take it before it is used; :class:`MemcachedServer`
+    retries with a new port when that happens.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _ask(host: str, port: int, command: bytes, timeout: float = 1.0) -> bytes:
+    """Send one text-protocol command and read up to ``END``/the first line."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(command)
+        reply = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return reply
+            reply += chunk
+            if command.startswith(b"stats") and reply.endswith(b"END\r\n"):
+                return reply
+            if not command.startswith(b"stats") and reply.endswith(b"\r\n"):
+                return reply
+
+
+def server_stats(host: str, port: int, timeout: float = 1.0) -> dict[str, str]:
+    """Return the server's ``stats`` as a dict of strings, over a fresh socket.
+
+    >>> server_stats("127.0.0.1", server.port)["curr_connections"]  # doctest: +SKIP
+    '2'
+    """
+    reply = _ask(host, port, b"stats\r\n", timeout)
+    stats: dict[str, str] = {}
+    for line in reply.decode("ascii", "replace").splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[0] == "STAT":
+            stats[parts[1]] = parts[2]
+    return stats
+
+
+class MemcachedServer:
+    """One ``memcached`` process on a loopback port, owned by this object.
+
+    :param port: the port; a free one is chosen when ``None``.
+    :param host: the loopback address to listen on.
+    :param extra_args: more command-line arguments (``["-S"]`` for SASL,
+        ``["-I", "2m"]`` for a larger item size).
+    :param env: extra environment variables for the process (``SASL_CONF_PATH``).
+    :raises MemcachedNotInstalled: if the binary is missing.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        memory_mb: int = 64,
+    ) -> None:
+        binary = shutil.which("memcached")
+        if binary is None:
+            raise MemcachedNotInstalled(INSTALL_HINT)
+        self.binary = binary
+        self.host = host
+        self._fixed_port = port
+        self.port = port or 0
+        self.extra_args = list(extra_args)
+        self.env = env
+        self.memory_mb = memory_mb
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port``, as pylibmc takes it."""
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The pid of the running process."""
+        if self.process is None:
+            raise RuntimeError("the server is not running")
+        return self.process.pid
+
+    def _command(self) -> list[str]:
+        cmd = [self.binary, "-l", self.host, "-p", str(self.port), "-U", "0"]
+        cmd += ["-m", str(self.memory_mb), "-t", "2", "-c", "16384"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "root"]
+        return cmd + self.extra_args
+
+    def start(self, timeout: float = 10.0) -> MemcachedServer:
+        """Start the process and wait until it answers ``version``."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"memcached already running as pid {self.pid}")
+        attempts = 1 if self._fixed_port else 5
+        for _ in range(attempts):
+            if not self._fixed_port:
+                self.port = free_port(self.host)
+            env = dict(os.environ, **(self.env or {}))
+            self.process = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            if self._wait_ready(timeout):
+                return self
+        assert self.process is not None
+        err = self.process.stderr.read().decode() if self.process.stderr else ""
+        raise RuntimeError(
+            f"memcached on {self.address} did not come up within {timeout}s: {err}"
+        )
+
+    def _wait_ready(self, timeout: float) -> bool:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False  # most likely the port was taken: try another
+            with contextlib.suppress(OSError):
+                if _ask(self.host, self.port, b"version\r\n").startswith(b"VERSION"):
+                    # Pin the port so restart() comes back on the same one.
+                    self._fixed_port = self.port
+                    return True
+            time.sleep(0.01)
+        self.kill()
+        return False
+
+    def stats(self) -> dict[str, str]:
+        """The server's ``stats``."""
+        return server_stats(self.host, self.port)
+
+    def pause(self) -> None:
+        """``SIGSTOP`` the process: connections hang, nothing is refused."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """``SIGCONT`` a paused process."""
+        os.kill(self.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """``SIGKILL`` the process and reap it."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
+                self.process.kill()
+        self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+
+    def stop(self) -> None:
+        """Stop the process (``SIGTERM``, then ``SIGKILL`` after 5 s)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
+                self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+
+    def restart(self) -> None:
+        """Kill the process and start a new, empty one on the same port."""
+        self.kill()
+        self.start()
+
+    def __enter__(self) -> MemcachedServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        running = self.process is not None and self.process.poll() is None
+        state = f"pid {self.process.pid}" if running and self.process else "stopped"
+        return f"<MemcachedServer {self.address} {state}>"
+
+
+@contextlib.contextmanager
+def memcached_servers(
+    count: int,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> Iterator[list[MemcachedServer]]:
+    """Start *count* servers and stop them all at the end.
+
+    >>> with memcached_servers(3) as servers:  # doctest: +SKIP
+    ...     mc = pylibmc.Client([s.address for s in servers])
+    """
+    servers: list[MemcachedServer] = []
+    try:
+        for _ in range(count):
+            servers.append(MemcachedServer(extra_args=extra_args, env=env).start())
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Set-up and entry point for mcpool's two jobs.
+#
+#   ./run.sh demo   start a local memcached, serve an example app on the pool,
+#                   drive requests through it from many threads, print stats
+#   ./run.sh test   lint (ruff), types (mypy --strict), and the test suite
+#
+# Each job first installs what is missing: the memcached server and the SASL
+# tools from the system packages (apt, as root or through sudo), a virtualenv
+# in .venv, and the package with its development tools.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_system_packages() {
+    local missing=()
+    command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+    command -v saslpasswd2 >/dev/null 2>&1 || missing+=(sasl2-bin)
+    "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing system packages: ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+install_python_packages() {
+    # Reinstall only when the package metadata changed since the last install.
+    local stamp="$VENV/.mcpool-installed"
+    local want
+    want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -m venv "$VENV"
+    fi
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -e '.[dev]'
+        echo "$want" > "$stamp"
+    fi
+}
+
+run_tests() {
+    local py="$VENV/bin/python"
+    echo "== ruff"
+    "$py" -m ruff check .
+    "$py" -m ruff format --check .
+    echo "== mypy --strict mcpool/"
+    "$py" -m mypy --strict mcpool/
+    echo "== pytest"
+    "$py" -m pytest "$@"
+}
+
+case "${1:-}" in
+    demo)
+        shift
+        install_system_packages
+        install_python_packages
+        exec "$VENV/bin/python" examples/demo.py "$@"
+        ;;
+    test)
+        shift
+        install_system_packages
+        install_python_packages
+        run_tests "$@"
+        ;;
+    *)
+        echo "usage: $0 demo|test [args...]" >&2
+        exit 2
+        ;;
+esac
