@@ -12,9 +12,16 @@ from .clientpool import ClientPool, is_fatal_error
 from .errors import InvalidKey, PoolClosed, PoolError, PoolTimeout
 from .pool import Lease, Pool, Reservation
 from .stats import PoolStats
+from .threadmapped import (
+    GreenThreadsWarning,
+    ThreadBinding,
+    ThreadLease,
+    ThreadMappedPool,
+)
 
 __all__ = [
     "ClientPool",
+    "GreenThreadsWarning",
     "InvalidKey",
     "Lease",
     "Pool",
@@ -23,5 +30,8 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "Reservation",
+    "ThreadBinding",
+    "ThreadLease",
+    "ThreadMappedPool",
     "is_fatal_error",
 ]

@@ -1,0 +1,555 @@
+"""ThreadMappedPool against real memcached servers."""
+
+from __future__ import annotations
+
+import _thread
+import http.client
+import sys
+import threading
+import time
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pylibmc
+import pytest
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from mcpool import (
+    GreenThreadsWarning,
+    Lease,
+    PoolClosed,
+    PoolTimeout,
+    Reservation,
+    ThreadMappedPool,
+)
+from mcpool.testing import MemcachedServer
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.001)
+
+
+def in_thread(work: Callable[[], Any]) -> Any:
+    """Run *work* in a new thread that ends afterwards; return its result."""
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(work())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
+@pytest.fixture
+def pool(master: pylibmc.Client) -> Iterator[ThreadMappedPool]:
+    pool = ThreadMappedPool(master, max_spare=4)
+    yield pool
+    pool.close()
+
+
+def assert_accounted(pool: ThreadMappedPool) -> None:
+    stats = pool.stats()
+    assert stats.idle + stats.in_use == stats.created - stats.discarded == stats.size
+
+
+# -- one thread ---------------------------------------------------------
+
+
+def test_reserve_gives_a_working_clone(
+    pool: ThreadMappedPool, master: pylibmc.Client
+) -> None:
+    with pool.reserve() as mc:
+        assert mc is not master
+        assert mc.set("tm:clone", "value")
+        assert mc.get("tm:clone") == "value"
+
+
+def test_nested_reserve_yields_the_same_client(pool: ThreadMappedPool) -> None:
+    with pool.reserve() as outer:
+        with pool.reserve() as inner:
+            with pool.reserve() as innermost:
+                assert inner is outer
+                assert innermost is outer
+        assert outer.set("tm:nested", 1)
+    stats = pool.stats()
+    assert (stats.created, stats.in_use, stats.reserves) == (1, 1, 1)
+
+
+def test_a_thread_keeps_its_client_between_blocks(pool: ThreadMappedPool) -> None:
+    with pool.reserve() as first:
+        pass
+    with pool.reserve() as second:
+        assert second is first
+    assert pool.stats().created == 1
+
+
+def test_reserve_returns_a_reservation_and_checkout_a_lease(
+    pool: ThreadMappedPool,
+) -> None:
+    assert isinstance(pool.reserve(), Reservation)
+    lease = pool.checkout()
+    assert isinstance(lease, Lease)
+    lease.release()
+
+
+# -- thread exit --------------------------------------------------------
+
+
+def test_a_thread_ending_without_relinquish_gives_its_client_back(
+    pool: ThreadMappedPool,
+) -> None:
+    def use() -> object:
+        with pool.reserve() as mc:
+            assert mc.set("tm:exit", 1)
+            return mc
+
+    first = in_thread(use)
+    stats = pool.stats()
+    assert (stats.idle, stats.in_use, stats.created) == (1, 0, 1)
+    # The next thread reuses the same client.
+    assert in_thread(use) is first
+    assert pool.stats().created == 1
+    assert_accounted(pool)
+
+
+def test_a_raw_thread_ending_gives_its_client_back(pool: ThreadMappedPool) -> None:
+    """Threads from _thread.start_new_thread have no threading.Thread object."""
+    done = threading.Event()
+    got: list[object] = []
+
+    def use() -> None:
+        with pool.reserve() as mc:
+            assert mc.set("tm:raw", 1)
+            got.append(mc)
+        done.set()
+
+    _thread.start_new_thread(use, ())
+    assert done.wait(10)
+    # The client comes back as the thread's state is cleared, just after use()
+    # returned.
+    wait_until(lambda: pool.stats().idle == 1)
+    assert pool.stats().in_use == 0
+    with pool.reserve() as mc:
+        assert mc is got[0]
+        assert mc.get("tm:raw") == 1
+
+
+def test_thread_per_request_server_reuses_connections(
+    fresh_memcached: MemcachedServer,
+) -> None:
+    """werkzeug's threaded dev server starts a new thread for every request."""
+    pool = ThreadMappedPool(pylibmc.Client([fresh_memcached.address]), max_spare=2)
+    clients: set[int] = set()
+    threads: set[int] = set()
+
+    @Request.application  # type: ignore[arg-type]
+    def app(request: Request) -> Response:
+        threads.add(threading.get_ident())
+        with pool.reserve() as mc:
+            clients.add(id(mc))
+            hits = mc.incr("tm:hits")
+        return Response(str(hits))
+
+    with pool.reserve() as mc:
+        mc.set("tm:hits", 0)
+    pool.relinquish()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    try:
+        before = int(fresh_memcached.stats()["total_connections"])
+        for number in range(1, 41):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", "/")
+            assert conn.getresponse().read() == str(number).encode()
+            conn.close()
+        wait_until(lambda: pool.stats().in_use == 0)
+        opened = int(fresh_memcached.stats()["total_connections"]) - before - 1
+    finally:
+        server.shutdown()
+        serving.join()
+        server.server_close()
+    assert len(threads) > 1
+    # Requests come one at a time: the client of one request's thread goes
+    # back when the thread ends and the next request's thread takes it.
+    stats = pool.stats()
+    assert stats.created <= 2
+    assert opened == 0  # the clone connected while setting tm:hits, above
+    assert len(clients) <= 2
+    assert_accounted(pool)
+    pool.close()
+
+
+def test_a_binding_kept_after_its_thread_ended_does_not_keep_the_client(
+    pool: ThreadMappedPool,
+) -> None:
+    kept = in_thread(pool.reserve)  # never entered, never exited
+    stats = pool.stats()
+    assert (stats.idle, stats.in_use) == (1, 0)
+    with pytest.raises(RuntimeError, match="went back to the pool"):
+        kept.item.get("tm:stale")
+    with pool.reserve() as mc:
+        assert mc.set("tm:stale", 1)
+
+
+# -- relinquish ---------------------------------------------------------
+
+
+def test_relinquish_gives_the_client_back_now(pool: ThreadMappedPool) -> None:
+    with pool.reserve() as first:
+        pass
+    assert pool.relinquish() is None
+    stats = pool.stats()
+    assert (stats.idle, stats.in_use) == (1, 0)
+    # The thread binds again, and takes the spare.
+    with pool.reserve() as second:
+        assert second is first
+    assert pool.stats().reserves == 2
+
+
+def test_relinquish_twice_is_harmless(pool: ThreadMappedPool) -> None:
+    with pool.reserve():
+        pass
+    pool.relinquish()
+    pool.relinquish()
+    stats = pool.stats()
+    assert (stats.idle, stats.in_use, stats.discarded) == (1, 0, 0)
+    with pool.reserve() as mc:
+        assert mc.set("tm:twice", 1)
+    assert_accounted(pool)
+
+
+def test_relinquish_without_a_client_is_harmless(pool: ThreadMappedPool) -> None:
+    pool.relinquish()
+    assert pool.stats().created == 0
+
+
+def test_relinquish_from_another_thread_leaves_this_threads_client(
+    pool: ThreadMappedPool,
+) -> None:
+    with pool.reserve() as mine:
+        in_thread(pool.relinquish)
+        assert pool.stats().in_use == 1
+        assert mine.set("tm:other", 1)
+    with pool.reserve() as again:
+        assert again is mine
+    stats = pool.stats()
+    assert (stats.in_use, stats.idle, stats.created) == (1, 0, 1)
+
+
+def test_relinquish_inside_a_block_waits_for_the_outermost_block(
+    pool: ThreadMappedPool,
+) -> None:
+    with pool.reserve() as outer:
+        with pool.reserve():
+            pool.relinquish()
+        assert pool.stats().in_use == 1
+        assert outer.set("tm:deferred", 1)
+    stats = pool.stats()
+    assert (stats.in_use, stats.idle) == (0, 1)
+
+
+# -- errors -------------------------------------------------------------
+
+
+def test_a_fatal_error_discards_the_client(pool: ThreadMappedPool) -> None:
+    with pytest.raises(pylibmc.ServerDown):
+        with pool.reserve() as broken:
+            raise pylibmc.ServerDown("simulated")
+    stats = pool.stats()
+    assert (stats.in_use, stats.idle, stats.discarded) == (0, 0, 1)
+    with pool.reserve() as mc:
+        assert mc is not broken
+        assert mc.set("tm:after-fatal", 1)
+        assert mc.get("tm:after-fatal") == 1
+    assert_accounted(pool)
+
+
+def test_a_benign_error_keeps_the_client(pool: ThreadMappedPool) -> None:
+    with pytest.raises(KeyError):
+        with pool.reserve() as first:
+            raise KeyError("application error")
+    with pool.reserve() as second:
+        assert second is first
+    assert pool.stats().discarded == 0
+
+
+def test_a_fatal_error_in_a_nested_block_discards_when_the_outer_ends(
+    pool: ThreadMappedPool,
+) -> None:
+    with pool.reserve() as outer:
+        with pytest.raises(pylibmc.ServerDown):
+            with pool.reserve():
+                raise pylibmc.ServerDown("simulated")
+        # The outer block still holds the client: it is not closed under it.
+        assert pool.stats().discarded == 0
+        assert outer.set("tm:nested-fatal", 1)
+    assert pool.stats().discarded == 1
+    with pool.reserve() as mc:
+        assert mc is not outer
+        assert mc.get("tm:nested-fatal") == 1
+
+
+# -- checkout -----------------------------------------------------------
+
+
+def test_checkout_leases_the_threads_client_and_keeps_it_bound(
+    pool: ThreadMappedPool,
+) -> None:
+    lease = pool.checkout()
+    with pool.reserve() as mc:
+        assert mc is lease.item
+    lease.release()
+    assert lease.released
+    lease.release()  # idempotent
+    with pytest.raises(RuntimeError, match="released"):
+        lease.item  # noqa: B018
+    stats = pool.stats()
+    assert (stats.in_use, stats.idle, stats.created) == (1, 0, 1)
+    with pool.reserve() as again:
+        assert again is mc
+
+
+def test_a_lease_released_with_a_fatal_error_discards_the_client(
+    pool: ThreadMappedPool,
+) -> None:
+    lease = pool.checkout()
+    broken = lease.item
+    lease.release(exc=pylibmc.ServerDown("simulated"))
+    assert pool.stats().discarded == 1
+    with pool.checkout() as mc:
+        assert mc is not broken
+        assert mc.set("tm:lease", 1)
+
+
+def test_a_lease_released_in_another_thread_ends_the_lease(
+    pool: ThreadMappedPool,
+) -> None:
+    lease = pool.checkout()
+    client = lease.item
+    pool.relinquish()  # deferred: the lease is open
+    assert pool.stats().in_use == 1
+    in_thread(lease.release)
+    stats = pool.stats()
+    assert (stats.in_use, stats.idle) == (0, 1)
+    with pool.reserve() as mc:
+        assert mc is client
+
+
+# -- the cap ------------------------------------------------------------
+
+
+def test_past_the_cap_a_thread_times_out(master: pylibmc.Client) -> None:
+    pool = ThreadMappedPool(master, max_size=1, timeout=0.05)
+    with pool.reserve():
+        with pytest.raises(PoolTimeout, match="max_size=1"):
+            in_thread(pool.reserve)
+        with pytest.raises(PoolTimeout, match="block=False"):
+            in_thread(lambda: pool.reserve(block=False))
+    stats = pool.stats()
+    assert (stats.timeouts, stats.in_use, stats.created) == (2, 1, 1)
+    # The thread that holds the client is unaffected.
+    with pool.reserve() as mc:
+        assert mc.set("tm:cap", 1)
+
+
+def test_a_waiting_thread_gets_the_client_when_its_holder_ends(
+    master: pylibmc.Client,
+) -> None:
+    pool = ThreadMappedPool(master, max_size=1, timeout=30)
+    holding = threading.Event()
+    finish = threading.Event()
+    got: list[object] = []
+
+    def hold() -> None:
+        with pool.reserve() as mc:
+            got.append(mc)
+        holding.set()
+        finish.wait(10)  # ends with the client still bound
+
+    def wait() -> None:
+        with pool.reserve() as mc:
+            got.append(mc)
+            assert mc.set("tm:handoff", 1)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    wait_until(lambda: pool.stats().waiting == 1)
+    finish.set()
+    holder.join()
+    waiter.join()
+    assert got[0] is got[1]
+    stats = pool.stats()
+    assert (stats.created, stats.waits, stats.timeouts) == (1, 1, 0)
+    assert_accounted(pool)
+
+
+def test_max_size_and_max_spare_are_checked(master: pylibmc.Client) -> None:
+    with pytest.raises(ValueError, match="max_size"):
+        ThreadMappedPool(master, max_size=0)
+    with pytest.raises(ValueError, match="max_spare"):
+        ThreadMappedPool(master, max_spare=-1)
+
+
+# -- behaviours and close -----------------------------------------------
+
+
+def test_set_behaviors_reaches_bound_spare_and_new_clients(
+    pool: ThreadMappedPool,
+) -> None:
+    ready = threading.Event()
+    go = threading.Event()
+    seen: list[Any] = []
+
+    def bound_before_the_change() -> None:
+        with pool.reserve() as mc:
+            assert mc.get_behaviors()["tcp_nodelay"] == 0
+        ready.set()
+        go.wait(10)
+        with pool.reserve() as again:
+            assert again is mc
+            seen.append(again.get_behaviors()["tcp_nodelay"])
+
+    worker = threading.Thread(target=bound_before_the_change)
+    worker.start()
+    assert ready.wait(10)
+    with pool.reserve() as mine:
+        pass
+    spare = in_thread(lambda: pool.reserve().item)
+    pool.set_behaviors({"tcp_nodelay": True})
+    go.set()
+    worker.join()
+    assert seen == [1]
+    with pool.reserve() as again:
+        assert again is mine
+        assert again.get_behaviors()["tcp_nodelay"] == 1
+    assert spare.get_behaviors()["tcp_nodelay"] == 1
+    new = in_thread(lambda: pool.reserve().item)
+    assert new.get_behaviors()["tcp_nodelay"] == 1
+
+
+def test_close_closes_spares_now_and_bound_clients_later(
+    fresh_memcached: MemcachedServer,
+) -> None:
+    pool = ThreadMappedPool(pylibmc.Client([fresh_memcached.address]))
+    bound = threading.Event()
+    finish = threading.Event()
+
+    def hold() -> None:
+        with pool.reserve() as mc:
+            mc.set("tm:close", 1)
+        bound.set()
+        finish.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert bound.wait(10)
+    for _ in range(2):
+        with pool.reserve() as mc:
+            mc.set("tm:close", 1)
+        in_thread(lambda: pool.reserve().item.get("tm:close"))
+    stats = pool.stats()
+    assert (stats.in_use, stats.idle) == (2, 1)
+
+    pool.close()
+    assert pool.closed
+    stats = pool.stats()
+    assert (stats.in_use, stats.idle, stats.discarded) == (2, 0, 1)
+    # This thread's next reserve gives its client back (closed) and raises.
+    with pytest.raises(PoolClosed):
+        pool.reserve()
+    with pytest.raises(PoolClosed):
+        pool.reserve()
+    # The other thread's client is closed when that thread ends.
+    finish.set()
+    holder.join()
+    stats = pool.stats()
+    assert (stats.in_use, stats.idle, stats.discarded) == (0, 0, 3)
+    assert_accounted(pool)
+    wait_until(lambda: fresh_memcached.stats()["curr_connections"] == "1")
+    with pytest.raises(PoolClosed):
+        in_thread(pool.reserve)
+
+
+def test_close_inside_a_block_closes_the_client_when_the_block_ends(
+    pool: ThreadMappedPool,
+) -> None:
+    with pool.reserve() as mc:
+        pool.close()
+        with pytest.raises(PoolClosed):
+            pool.reserve()
+        assert mc.set("tm:closing", 1)  # still usable until the block ends
+        assert pool.stats().in_use == 1
+    stats = pool.stats()
+    assert (stats.in_use, stats.discarded) == (0, 1)
+
+
+# -- green threads ------------------------------------------------------
+
+
+def fake_module(name: str, **attrs: Any) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for key, value in attrs.items():
+        setattr(module, key, value)
+    return module
+
+
+def test_warns_when_gevent_patched_threading(
+    monkeypatch: pytest.MonkeyPatch, master: pylibmc.Client
+) -> None:
+    # gevent.monkey.is_module_patched looks the name up in the registry of
+    # what patch_all() replaced.
+    saved = {"threading": {"local": object()}}
+    monkeypatch.setitem(
+        sys.modules,
+        "gevent.monkey",
+        fake_module("gevent.monkey", is_module_patched=lambda name: name in saved),
+    )
+    with pytest.warns(GreenThreadsWarning, match="gevent.*mcpool.ClientPool"):
+        ThreadMappedPool(master)
+
+
+def test_warns_when_eventlet_patched_threading(
+    monkeypatch: pytest.MonkeyPatch, master: pylibmc.Client
+) -> None:
+    already_patched = {"thread": True}
+    monkeypatch.setitem(
+        sys.modules,
+        "eventlet.patcher",
+        fake_module(
+            "eventlet.patcher", is_monkey_patched=lambda name: name in already_patched
+        ),
+    )
+    with pytest.warns(GreenThreadsWarning, match="eventlet.*blocks the event loop"):
+        ThreadMappedPool(master)
+
+
+def test_no_warning_when_only_other_modules_are_patched(
+    monkeypatch: pytest.MonkeyPatch, master: pylibmc.Client
+) -> None:
+    saved = {"socket": {}}
+    monkeypatch.setitem(
+        sys.modules,
+        "gevent.monkey",
+        fake_module("gevent.monkey", is_module_patched=lambda name: name in saved),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ThreadMappedPool(master)
