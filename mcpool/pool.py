@@ -652,10 +652,13 @@ class Pool(Generic[T]):
         for waiter in self._waiters:
             if isinstance(waiter.result, Reservation):
                 _abandon(waiter.result.item)
+        closed = self._closed
         self._on_fork()
         self._init_state()
+        self._closed = closed
+        # No replenishing here: this may run inside os.fork()'s at-fork hook,
+        # where a factory that connects somewhere has no business running.
         self._update_vetting()
-        self._replenish()
 
     def _on_fork(self) -> None:
         """Subclass hook, run in a forked child before the state is reset."""

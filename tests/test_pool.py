@@ -454,3 +454,31 @@ def test_invalid_arguments_are_rejected() -> None:
         Pool(Resource, 2, min_idle=3)
     with pytest.raises(ValueError, match="lifetime_jitter"):
         Pool(Resource, 2, lifetime_jitter=1.5)
+
+
+def test_a_forked_child_starts_with_an_empty_pool_and_keeps_it_closed() -> None:
+    import os
+
+    pool = make_pool(2)
+    with pool.reserve() as parent_item:
+        pass
+    closed_pool = make_pool(1)
+    closed_pool.close()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports over the pipe and leaves at once
+        try:
+            with pool.reserve() as child_item:
+                fresh = child_item is not parent_item
+            s = pool.stats()
+            report = f"{fresh} {s.created} {closed_pool.closed}"
+        except BaseException as exc:  # noqa: BLE001 - sent to the parent
+            report = repr(exc)
+        os.write(write, report.encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        assert pipe.read() == "True 1 True"
+    with pool.reserve() as again:
+        assert again is parent_item and not parent_item.closed
