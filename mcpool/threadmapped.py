@@ -491,3 +491,5 @@ class ThreadMappedPool(ClientPool):
         # binding, the parent's, is forgotten by its exit hook.
         self._local = threading.local()
         self._epoch = _new_epoch()
+        if self._closed:  # a closed pool stays closed in the child
+            self._epoch[0] = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import http.client
+import subprocess
 import sys
 import threading
 import time
@@ -153,20 +154,20 @@ def test_thread_per_request_server_reuses_connections(
 ) -> None:
     """werkzeug's threaded dev server starts a new thread for every request."""
     pool = ThreadMappedPool(pylibmc.Client([fresh_memcached.address]), max_spare=2)
-    clients: set[int] = set()
-    threads: set[int] = set()
+    clients: list[object] = []  # held, so that no two share an id()
+    threads: set[str] = set()
 
     @Request.application  # type: ignore[arg-type]
     def app(request: Request) -> Response:
-        threads.add(threading.get_ident())
+        threads.add(threading.current_thread().name)
         with pool.reserve() as mc:
-            clients.add(id(mc))
+            clients.append(mc)
             hits = mc.incr("tm:hits")
         return Response(str(hits))
 
-    with pool.reserve() as mc:
-        mc.set("tm:hits", 0)
-    pool.relinquish()
+    master = pylibmc.Client([fresh_memcached.address])
+    master.set("tm:hits", 0)
+    master.disconnect_all()
     server = make_server("127.0.0.1", 0, app, threaded=True)
     serving = threading.Thread(target=server.serve_forever)
     serving.start()
@@ -178,18 +179,21 @@ def test_thread_per_request_server_reuses_connections(
             assert conn.getresponse().read() == str(number).encode()
             conn.close()
         wait_until(lambda: pool.stats().in_use == 0)
+        # Less the stats connection that reads the count.
         opened = int(fresh_memcached.stats()["total_connections"]) - before - 1
     finally:
         server.shutdown()
         serving.join()
         server.server_close()
-    assert len(threads) > 1
-    # Requests come one at a time: the client of one request's thread goes
-    # back when the thread ends and the next request's thread takes it.
+    assert len(threads) == 40
+    # One request at a time: a request's thread gives its client back as it
+    # ends and the next request's thread takes it. Two are alive when a
+    # thread has sent its response but not yet ended as the next request
+    # arrives.
     stats = pool.stats()
-    assert stats.created <= 2
-    assert opened == 0  # the clone connected while setting tm:hits, above
-    assert len(clients) <= 2
+    assert opened == stats.created == len({id(mc) for mc in clients})
+    assert stats.created <= 4
+    assert stats.idle <= 2
     assert_accounted(pool)
     pool.close()
 
@@ -524,6 +528,42 @@ def test_warns_when_gevent_patched_threading(
     )
     with pytest.warns(GreenThreadsWarning, match="gevent.*mcpool.ClientPool"):
         ThreadMappedPool(master)
+
+
+GEVENT_PATCHED = """
+from gevent import monkey
+
+monkey.patch_all()
+
+import warnings
+
+import pylibmc
+
+import mcpool
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    mcpool.ThreadMappedPool(pylibmc.Client(["127.0.0.1:11211"]))
+    mcpool.ClientPool(pylibmc.Client(["127.0.0.1:11211"]), 2)
+for warning in caught:
+    print(warning.category.__name__, warning.message)
+"""
+
+
+def test_warns_under_gevent_patch_all() -> None:
+    """The real thing: gevent's patch_all() in a process of its own."""
+    result = subprocess.run(
+        [sys.executable, "-c", GEVENT_PATCHED],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    # Exactly one warning: ThreadMappedPool's, not ClientPool's.
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("GreenThreadsWarning threading is monkey-patched by")
+    assert "use mcpool.ClientPool" in lines[0]
 
 
 def test_warns_when_eventlet_patched_threading(
