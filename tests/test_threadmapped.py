@@ -198,6 +198,62 @@ def test_thread_per_request_server_reuses_connections(
     pool.close()
 
 
+@pytest.mark.slow
+def test_ten_thousand_short_lived_threads_share_a_few_connections(
+    fresh_memcached: MemcachedServer,
+) -> None:
+    threads, batch, max_spare = 10_000, 8, 4
+    pool = ThreadMappedPool(
+        pylibmc.Client([fresh_memcached.address], binary=True), max_spare=max_spare
+    )
+    errors: list[BaseException] = []
+
+    def once(number: int) -> None:
+        try:
+            with pool.reserve() as mc:
+                mc.set(f"tm:churn:{number}", number)
+                if mc.get(f"tm:churn:{number}") != number:
+                    raise AssertionError(f"wrong value for thread {number}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    before = int(fresh_memcached.stats()["total_connections"])
+    samples: list[int] = []
+    for first in range(0, threads, batch):
+        started = [
+            threading.Thread(target=once, args=(number,))
+            for number in range(first, first + batch)
+        ]
+        for thread in started:
+            thread.start()
+        for thread in started:
+            thread.join()
+        # Every thread of the batch has ended, and given its client back.
+        stats = pool.stats()
+        assert stats.in_use == 0
+        assert stats.idle == stats.size <= max_spare
+        if first % (batch * 10) == 0:
+            samples.append(int(fresh_memcached.stats()["curr_connections"]))
+    assert errors == []
+    # The server's count includes the stats connection that reads it, and
+    # clients just closed whose end it has not processed yet (one batch's
+    # worth at most).
+    assert max(samples) <= max_spare + 1 + batch, samples
+    stats = pool.stats()
+    assert stats.reserves == threads
+    assert stats.in_use == 0 and stats.idle <= max_spare
+    assert stats.idle + stats.in_use == stats.created - stats.discarded
+    # Each client opened one connection; every sample opened one more.
+    after = int(fresh_memcached.stats()["total_connections"])
+    assert after - before - len(samples) - 1 == stats.created
+    wait_until(
+        lambda: int(fresh_memcached.stats()["curr_connections"]) <= max_spare + 1
+    )
+    # Far fewer clients than threads: they were reused.
+    assert stats.created <= threads // 4
+    pool.close()
+
+
 def test_a_binding_kept_after_its_thread_ended_does_not_keep_the_client(
     pool: ThreadMappedPool,
 ) -> None:
