@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import http.client
+import json
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ import time
 import types
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pylibmc
@@ -559,6 +561,136 @@ def test_close_inside_a_block_closes_the_client_when_the_block_ends(
         assert pool.stats().in_use == 1
     stats = pool.stats()
     assert (stats.in_use, stats.discarded) == (0, 1)
+
+
+# -- fork ---------------------------------------------------------------
+
+FORK_SCRIPT = r"""
+import ctypes, json, os, sys, threading
+import pylibmc
+from mcpool import ThreadMappedPool
+
+address, how, markers = sys.argv[1], sys.argv[2], sys.argv[3]
+if markers == "pid":
+    # What the pool falls back to where MADV_WIPEONFORK is missing.
+    import mcpool.pool, mcpool.threadmapped
+    mcpool.pool._new_fork_marker = mcpool.threadmapped._new_fork_marker = (
+        mcpool.pool._PidMarker
+    )
+pool = ThreadMappedPool(pylibmc.Client([address], binary=True), max_spare=2)
+errors, wrong = [], []
+
+def work(tag, rounds):
+    for i in range(rounds):
+        try:
+            with pool.reserve() as mc:
+                with pool.reserve() as nested:
+                    assert nested is mc
+                key = f"fork:{tag}:{i}"
+                value = f"{tag}-{i}" * 20
+                mc.set(key, value)
+                got = mc.get(key)
+                if got != value:
+                    wrong.append((key, repr(got)[:40]))
+        except Exception as exc:
+            errors.append(repr(exc))
+
+def in_new_threads(tag, count, rounds):
+    threads = [
+        threading.Thread(target=work, args=(f"{tag}-t{n}", rounds))
+        for n in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+# The parent: a client bound to the main thread, two spares left by ended
+# threads, and two live threads that hold clients across the forks.
+work("parent", 20)
+in_new_threads("parent-early", 2, 10)
+go = threading.Event()
+parked = [threading.Event() for _ in range(2)]
+def long_lived(n):
+    work(f"parent-long{n}", 10)
+    parked[n].set()
+    go.wait()
+    work(f"parent-long{n}", 50)
+# Daemon threads: a child forked by libc's fork inherits Python's record of
+# them without the threads, and must not wait for them at exit.
+long_lived_threads = [
+    threading.Thread(target=long_lived, args=(n,), daemon=True) for n in range(2)
+]
+for thread in long_lived_threads:
+    thread.start()
+for event in parked:
+    event.wait()
+with pool.reserve() as parent_client:
+    pass
+if type(pool._epoch).__name__ != {"mmap": "mmap", "pid": "_PidEpoch"}[markers]:
+    errors.append(f"unexpected epoch marker {pool._epoch!r}")
+if pool.stats().in_use != 3:
+    errors.append(f"expected 3 bound clients before forking: {pool.stats()}")
+
+# PyDLL, unlike CDLL, keeps the GIL through the call: no other thread can
+# hold it at the fork and leave the child unable to take it.
+libc_fork = ctypes.PyDLL(None).fork
+children = []
+for n in range(4):
+    # os.fork runs Python's at-fork hooks; libc's fork (as uWSGI forks its
+    # workers) does not. One child is forked inside a with block.
+    with pool.reserve() as outer:
+        pid = os.fork() if how == "os" else libc_fork()
+        if pid == 0:
+            with pool.reserve() as inner:
+                if inner is outer or inner is parent_client:
+                    errors.append("the child was handed the parent's client")
+    if pid == 0:
+        work(f"child{n}", 100)
+        in_new_threads(f"child{n}", 3, 20)
+        stats = pool.stats()
+        if stats.idle + stats.in_use != stats.created - stats.discarded:
+            errors.append(f"child pool unaccounted: {stats}")
+        if errors or wrong:
+            sys.stderr.write(json.dumps([errors, wrong]) + "\n")
+        sys.exit(3 if (errors or wrong) else 0)  # a normal exit: finalizers run
+    children.append(pid)
+    work("parent", 10)
+codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+go.set()
+for thread in long_lived_threads:
+    thread.join()
+work("parent", 50)
+in_new_threads("parent-late", 3, 20)
+with pool.reserve() as mc:
+    if mc is not parent_client:
+        errors.append("the parent's main thread lost its client")
+stats = pool.stats()
+print(json.dumps({
+    "errors": errors, "wrong": wrong, "children": codes,
+    "accounted": stats.idle + stats.in_use == stats.created - stats.discarded,
+}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "markers"), [("os", "mmap"), ("libc", "mmap"), ("libc", "pid")]
+)
+def test_forked_children_never_touch_the_parents_clients(
+    fresh_memcached: MemcachedServer, tmp_path: Path, how: str, markers: str
+) -> None:
+    script = tmp_path / "fork_script.py"
+    script.write_text(FORK_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script), fresh_memcached.address, how, markers],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    expected = {"errors": [], "wrong": [], "children": [0] * 4, "accounted": True}
+    assert outcome == expected, result.stderr
 
 
 # -- green threads ------------------------------------------------------
