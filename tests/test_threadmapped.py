@@ -129,6 +129,27 @@ def test_a_thread_ending_without_relinquish_gives_its_client_back(
     assert_accounted(pool)
 
 
+def test_a_thread_ending_with_an_exception_gives_its_client_back(
+    pool: ThreadMappedPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(
+        threading, "excepthook", lambda args: failures.append(args.exc_value)
+    )
+
+    def use_then_fail() -> None:
+        with pool.reserve() as mc:
+            assert mc.set("tm:failing", 1)
+        raise LookupError("the thread's own failure")
+
+    thread = threading.Thread(target=use_then_fail)
+    thread.start()
+    thread.join()
+    assert len(failures) == 1 and isinstance(failures[0], LookupError)
+    stats = pool.stats()
+    assert (stats.idle, stats.in_use, stats.discarded) == (1, 0, 0)
+
+
 def test_a_raw_thread_ending_gives_its_client_back(pool: ThreadMappedPool) -> None:
     """Threads from _thread.start_new_thread have no threading.Thread object."""
     done = threading.Event()
@@ -461,6 +482,21 @@ def test_a_waiting_thread_gets_the_client_when_its_holder_ends(
     stats = pool.stats()
     assert (stats.created, stats.waits, stats.timeouts) == (1, 1, 0)
     assert_accounted(pool)
+
+
+def test_spares_unused_past_max_idle_are_closed(master: pylibmc.Client) -> None:
+    now = [0.0]
+    pool = ThreadMappedPool(master, max_idle=60, clock=lambda: now[0])
+    in_thread(lambda: pool.reserve().item.set("tm:idle", 1))
+    assert pool.stats().idle == 1
+    now[0] = 59.0
+    assert pool.prune() == 0
+    now[0] = 61.0
+    assert pool.prune() == 1
+    stats = pool.stats()
+    assert (stats.idle, stats.discarded) == (0, 1)
+    with pool.reserve() as mc:
+        assert mc.get("tm:idle") == 1
 
 
 def test_max_size_and_max_spare_are_checked(master: pylibmc.Client) -> None:
