@@ -644,11 +644,13 @@ def in_new_threads(tag, count, rounds):
 # The parent: a client bound to the main thread, two spares left by ended
 # threads, and two live threads that hold clients across the forks.
 work("parent", 20)
-in_new_threads("parent-early", 2, 10)
 go = threading.Event()
 parked = [threading.Event() for _ in range(2)]
+parents_clients = []
 def long_lived(n):
     work(f"parent-long{n}", 10)
+    with pool.reserve() as mc:
+        parents_clients.append(mc)
     parked[n].set()
     go.wait()
     work(f"parent-long{n}", 50)
@@ -661,26 +663,47 @@ for thread in long_lived_threads:
     thread.start()
 for event in parked:
     event.wait()
+in_new_threads("parent-early", 2, 10)
 with pool.reserve() as parent_client:
     pass
+parents_clients += [parent_client] + [entry.item for entry in pool._idle]
 if type(pool._epoch).__name__ != {"mmap": "mmap", "pid": "_PidEpoch"}[markers]:
     errors.append(f"unexpected epoch marker {pool._epoch!r}")
-if pool.stats().in_use != 3:
-    errors.append(f"expected 3 bound clients before forking: {pool.stats()}")
+if (pool.stats().in_use, pool.stats().idle) != (3, 2):
+    errors.append(f"expected 3 bound clients and 2 spares: {pool.stats()}")
 
 # PyDLL, unlike CDLL, keeps the GIL through the call: no other thread can
 # hold it at the fork and leave the child unable to take it.
 libc_fork = ctypes.PyDLL(None).fork
 children = []
-for n in range(4):
+def fork():
     # os.fork runs Python's at-fork hooks; libc's fork (as uWSGI forks its
-    # workers) does not. One child is forked inside a with block.
-    with pool.reserve() as outer:
-        pid = os.fork() if how == "os" else libc_fork()
+    # workers) does not.
+    pid = os.fork() if how == "os" else libc_fork()
+    if pid == 0:
+        close = pool.close_item
+        def close_checked(client):
+            if any(client is mine for mine in parents_clients):
+                errors.append("the child closed one of the parent's clients")
+            close(client)
+        pool.close_item = close_checked
+    return pid
+
+for n in range(4):
+    if n % 2:
+        pid = fork()
         if pid == 0:
-            with pool.reserve() as inner:
-                if inner is outer or inner is parent_client:
-                    errors.append("the child was handed the parent's client")
+            # Relinquishing the parent's client must not hand it to the
+            # child's pool (which has two spares already, so one more
+            # would be closed: a quit on the parent's socket).
+            pool.relinquish()
+    else:
+        with pool.reserve() as outer:
+            pid = fork()
+            if pid == 0:
+                with pool.reserve() as inner:
+                    if inner is outer or inner is parent_client:
+                        errors.append("the child was handed the parent's client")
     if pid == 0:
         work(f"child{n}", 100)
         in_new_threads(f"child{n}", 3, 20)
