@@ -17,7 +17,7 @@ from werkzeug.middleware.lint import LintMiddleware
 from werkzeug.serving import make_server
 from werkzeug.test import Client
 
-from mcpool import ClientPool, Lease, PoolMiddleware, RequestClient
+from mcpool import ClientPool, PoolMiddleware, RequestClient
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -37,33 +37,6 @@ def call(app: Any, path: str = "/") -> Iterable[bytes]:
         "wsgi.url_scheme": "http",
     }
     return app(environ, start_response)  # type: ignore[no-any-return]
-
-
-class CountingPool:
-    """Wraps a pool to count how often the middleware releases each lease."""
-
-    def __init__(self, pool: ClientPool) -> None:
-        self.pool = pool
-        self.checkouts = 0
-        self.releases = 0
-
-    def checkout(self, block: bool = True, timeout: float | None = None) -> Any:
-        self.checkouts += 1
-        return CountingLease(self, self.pool.checkout(block, timeout))
-
-
-class CountingLease:
-    def __init__(self, owner: CountingPool, lease: Lease[Any]) -> None:
-        self.owner = owner
-        self.lease = lease
-
-    @property
-    def item(self) -> Any:
-        return self.lease.item
-
-    def release(self, discard: bool = False, exc: BaseException | None = None) -> None:
-        self.owner.releases += 1
-        self.lease.release(discard, exc)
 
 
 @pytest.fixture
@@ -279,9 +252,9 @@ def test_use_after_release_raises_instead_of_sharing_a_client(
 
 
 def test_close_before_iteration_and_close_twice_release_once(
-    pool: ClientPool,
+    pool: ClientPool, count_releases: Any
 ) -> None:
-    counting = CountingPool(pool)
+    counting = count_releases(pool)
 
     def app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
         environ["mcpool.client"].get(key("twice"))
@@ -299,8 +272,10 @@ def test_close_before_iteration_and_close_twice_release_once(
 # -- exception paths --------------------------------------------------------
 
 
-def test_app_raising_releases_and_keeps_a_healthy_client(pool: ClientPool) -> None:
-    counting = CountingPool(pool)
+def test_app_raising_releases_and_keeps_a_healthy_client(
+    pool: ClientPool, count_releases: Any
+) -> None:
+    counting = count_releases(pool)
 
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
         environ["mcpool.client"].get(key("raise"))
@@ -340,8 +315,10 @@ def test_app_raising_a_fatal_client_error_discards_the_client(
     assert pool.stats().created == 2
 
 
-def test_app_raising_before_using_the_client_holds_nothing(pool: ClientPool) -> None:
-    counting = CountingPool(pool)
+def test_app_raising_before_using_the_client_holds_nothing(
+    pool: ClientPool, count_releases: Any
+) -> None:
+    counting = count_releases(pool)
 
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
         raise KeyError("early")
@@ -352,9 +329,9 @@ def test_app_raising_before_using_the_client_holds_nothing(pool: ClientPool) -> 
 
 
 def test_iteration_raising_releases_without_waiting_for_close(
-    pool: ClientPool,
+    pool: ClientPool, count_releases: Any
 ) -> None:
-    counting = CountingPool(pool)
+    counting = count_releases(pool)
 
     def app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
         mc = environ["mcpool.client"]
@@ -374,8 +351,10 @@ def test_iteration_raising_releases_without_waiting_for_close(
     assert pool.stats().discarded == 0
 
 
-def test_inner_close_raising_still_releases(pool: ClientPool) -> None:
-    counting = CountingPool(pool)
+def test_inner_close_raising_still_releases(
+    pool: ClientPool, count_releases: Any
+) -> None:
+    counting = count_releases(pool)
     closed: list[int] = []
 
     class Body:
