@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import pylibmc
 import pytest
 from flask import Flask
+from werkzeug.serving import make_server
 from werkzeug.test import Client
 
 from examples import werkzeug_app
@@ -120,3 +123,44 @@ def test_flask_app_factory_makes_independent_apps(memcached: MemcachedServer) ->
     finally:
         for app in (first, second):
             MemcachePool.get_state(app).pool.close()
+
+
+def test_flask_app_under_a_threaded_server(memcached: MemcachedServer) -> None:
+    app = create_app({"MCPOOL_SERVERS": memcached.address, "MCPOOL_POOL_SIZE": 3})
+    pool = MemcachePool.get_state(app).pool
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    failures: list[object] = []
+
+    def client() -> None:
+        for _ in range(10):
+            conn = http.client.HTTPConnection(
+                "127.0.0.1", server.server_port, timeout=10
+            )
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                body = response.read()
+                if (response.status, body) != (200, b"hello from memcached"):
+                    failures.append((response.status, body))
+            except OSError as exc:  # pragma: no cover - reported below
+                failures.append(exc)
+            finally:
+                conn.close()
+
+    try:
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        server.shutdown()
+        server.server_close()
+        serving.join(10)
+    stats = pool.stats()
+    pool.close()
+    assert failures == []
+    assert stats.reserves == 80 and stats.in_use == 0
+    assert stats.created <= 3 and stats.discarded == 0
