@@ -46,17 +46,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import click
 import pylibmc
-from flask import Flask, appcontext_pushed, current_app
-from flask.cli import AppGroup
-from flask.ctx import _AppCtxGlobals
 
-# The context variables behind flask.g, flask.current_app and flask.request.
-# Reading them directly costs 60 ns; each access through Flask's proxies
-# costs 800 ns, and a request would make five of them (3 % of a whole
-# request to a one-get Flask view under gunicorn on the reference machine).
-from flask.globals import _cv_app, _cv_request
+try:
+    import click
+    from flask import Flask, appcontext_pushed, current_app
+    from flask.cli import AppGroup
+    from flask.ctx import _AppCtxGlobals
+
+    # The context variables behind flask.g, flask.current_app and
+    # flask.request. Reading one directly costs 60 ns; each access through
+    # Flask's proxies costs 800 ns, and a request would make five of them.
+    from flask.globals import _cv_app, _cv_request
+except ImportError as exc:  # pragma: no cover - flask is installed for tests
+    raise ImportError(
+        f"mcpool.flask needs Flask ({exc}); install it with 'pip install mcpool[flask]'"
+    ) from exc
 
 from .clientpool import ClientPool
 from .middleware import PoolMiddleware, RequestClient
@@ -145,6 +150,12 @@ class MemcachePool:
         :raises ValueError: a config value is malformed; the message names
             the key.
         :raises RuntimeError: ``init_app`` was already called for *app*.
+
+        >>> def create_app():  # doctest: +SKIP
+        ...     app = Flask(__name__)
+        ...     app.config["MCPOOL_SERVERS"] = "10.0.0.1:11211,10.0.0.2:11211"
+        ...     memcache.init_app(app)
+        ...     return app
         """
         if _EXTENSION_KEY in app.extensions:
             raise RuntimeError(
@@ -174,6 +185,10 @@ class MemcachePool:
 
         :raises RuntimeError: outside an app context, or for an app that
             :meth:`init_app` has not set up.
+
+        >>> @app.get("/")  # doctest: +SKIP
+        ... def index():
+        ...     return memcache.client.get("greeting") or "hello"
         """
         app_context = _cv_app.get(None)
         if app_context is None:
@@ -197,6 +212,9 @@ class MemcachePool:
 
         :raises RuntimeError: outside an app context, or for an app that
             :meth:`init_app` has not set up.
+
+        >>> memcache.pool.stats().max_size  # doctest: +SKIP
+        10
         """
         return _current_state("MemcachePool.pool").pool
 
@@ -224,6 +242,9 @@ class MemcachePool:
         """*app*'s :class:`PoolState`, without needing an app context.
 
         :raises RuntimeError: :meth:`init_app` was not called for *app*.
+
+        >>> MemcachePool.get_state(app).pool.stats().in_use  # doctest: +SKIP
+        0
         """
         return _state_of(app)
 

@@ -177,7 +177,9 @@ class _ClosingResponse:
 
     __slots__ = ("_response", "_iterator", "_request_client")
 
-    def __init__(self, response: Iterable[bytes], request_client: RequestClient):
+    def __init__(
+        self, response: Iterable[bytes], request_client: RequestClient
+    ) -> None:
         self._response = response
         self._iterator: Iterator[bytes] | None = None
         self._request_client: RequestClient | None = request_client
