@@ -4,7 +4,7 @@ request, driven from another process.
 Run it from the repository root (it starts its own memcached on a free
 loopback port, and one gunicorn per variant on free ports)::
 
-    .venv/bin/python benchmarks/bench_wsgi.py             # 3 rounds of 5 s
+    .venv/bin/python benchmarks/bench_wsgi.py             # 7 rounds of 3 s
     .venv/bin/python benchmarks/bench_wsgi.py --quick     # a smoke run
 
 The load comes from ``wrk`` (``apt-get install wrk``) when it is on PATH, or
@@ -100,6 +100,11 @@ class Gunicorn:
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn for {self.mode} did not answer in {timeout}s")
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the arbiter and its workers."""
+        pids = [self.process.pid] + _children(self.process.pid)
+        return sum(_cpu_seconds(pid) for pid in pids)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -108,6 +113,30 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 # -- load generators -------------------------------------------------------
@@ -225,8 +254,8 @@ def python_load_worker(port: int, connections: int, seconds: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
@@ -269,9 +298,13 @@ def main() -> None:
                 for name, server in servers.items():
                     load(server.port, args.connections, args.warmup)
                     before = int(memcached.stats()["total_connections"])
+                    cpu_before = server.cpu_seconds() + _cpu_seconds(memcached.pid)
                     result = load(server.port, args.connections, args.seconds)
+                    cpu = server.cpu_seconds() + _cpu_seconds(memcached.pid)
                     opened = int(memcached.stats()["total_connections"]) - before - 1
-                    result["conns_per_1k"] = 1000 * opened / max(result["requests"], 1)
+                    requests = max(result["requests"], 1)
+                    result["conns_per_1k"] = 1000 * opened / requests
+                    result["cpu_us"] = 1e6 * (cpu - cpu_before) / requests
                     results[name].append(result)
         finally:
             for server in servers.values():
@@ -297,8 +330,13 @@ def print_table(
     def median(name: str, field: str) -> float:
         return statistics.median(r[field] for r in results[name])
 
-    base = median("connect per request", "rps")
-    by_hand = median("mcpool.ClientPool by hand", "rps")
+    def paired(name: str, other: str, field: str) -> float:
+        # The median of per-round ratios: both sides of each ratio were
+        # measured seconds apart, so drift in the machine's load cancels.
+        pairs = zip(results[name], results[other], strict=True)
+        return statistics.median(a[field] / b[field] for a, b in pairs)
+
+    connect, by_hand = "connect per request", "mcpool.ClientPool by hand"
     print(
         f"Flask example, GET / = one memcached get; gunicorn -k gthread "
         f"-w {args.workers} --threads {args.threads}; {driver}, "
@@ -306,19 +344,28 @@ def print_table(
         f"{args.seconds:g} s; Python {sys.version.split()[0]}"
     )
     header = (
-        f"{'variant':<28} {'req/s':>8} {'p99 ms':>8} {'conns/1k req':>13} "
-        f"{'errors':>7} {'x connect':>10} {'x mcpool by hand':>17}"
+        f"{'variant':<28} {'req/s':>8} {'p99 ms':>8} {'CPU us/req':>11} "
+        f"{'conns/1k req':>13} {'errors':>7} {'x connect':>10} "
+        f"{'x by hand':>10} {'CPU x by hand':>14}"
     )
     print(header)
     print("-" * len(header))
     for name in results:
-        rps = median(name, "rps")
         errors = sum(int(r["errors"]) for r in results[name])
         print(
-            f"{name:<28} {rps:>8.0f} {median(name, 'p99') * 1000:>8.2f} "
+            f"{name:<28} {median(name, 'rps'):>8.0f} "
+            f"{median(name, 'p99') * 1000:>8.2f} {median(name, 'cpu_us'):>11.0f} "
             f"{median(name, 'conns_per_1k'):>13.1f} {errors:>7d} "
-            f"{rps / base:>10.2f} {rps / by_hand:>17.3f}"
+            f"{paired(name, connect, 'rps'):>10.2f} "
+            f"{paired(name, by_hand, 'rps'):>10.3f} "
+            f"{paired(name, by_hand, 'cpu_us'):>14.3f}"
         )
+    print(
+        "x connect, x by hand: req/s relative to connect-per-request and to "
+        "mcpool.ClientPool by hand (median of per-round ratios). CPU us/req: "
+        "CPU time of gunicorn (arbiter and workers) plus memcached per request "
+        "served, the load generator excluded."
+    )
 
 
 if __name__ == "__main__":
