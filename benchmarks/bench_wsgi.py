@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 round of 1 s")
     parser.add_argument("--python-load", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--python-load-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.python_load_worker:
@@ -324,9 +325,20 @@ def _has_thread_mapped_pool() -> bool:
         return False
 
 
-def print_table(
-    results: dict[str, list[dict[str, float]]], args: argparse.Namespace, driver: str
-) -> None:
+COLUMNS = (
+    "variant",
+    "req/s",
+    "p99 ms",
+    "CPU us/req",
+    "conns/1k req",
+    "errors",
+    "x connect",
+    "x by hand",
+    "CPU x by hand",
+)
+
+
+def table_rows(results: dict[str, list[dict[str, float]]]) -> list[list[str]]:
     def median(name: str, field: str) -> float:
         return statistics.median(r[field] for r in results[name])
 
@@ -337,35 +349,72 @@ def print_table(
         return statistics.median(a[field] / b[field] for a, b in pairs)
 
     connect, by_hand = "connect per request", "mcpool.ClientPool by hand"
-    print(
+    return [
+        [
+            name,
+            f"{median(name, 'rps'):.0f}",
+            f"{median(name, 'p99') * 1000:.2f}",
+            f"{median(name, 'cpu_us'):.0f}",
+            f"{median(name, 'conns_per_1k'):.1f}",
+            str(sum(int(r["errors"]) for r in results[name])),
+            f"{paired(name, connect, 'rps'):.2f}",
+            f"{paired(name, by_hand, 'rps'):.3f}",
+            f"{paired(name, by_hand, 'cpu_us'):.3f}",
+        ]
+        for name in results
+    ]
+
+
+NOTE = (
+    "x connect, x by hand: req/s relative to connect-per-request and to "
+    "mcpool.ClientPool by hand (median of per-round ratios). CPU us/req: CPU "
+    "time of gunicorn (arbiter and workers) plus memcached per request served, "
+    "the load generator excluded."
+)
+
+
+def print_table(
+    results: dict[str, list[dict[str, float]]],
+    args: argparse.Namespace,
+    driver: str,
+) -> None:
+    title = (
         f"Flask example, GET / = one memcached get; gunicorn -k gthread "
         f"-w {args.workers} --threads {args.threads}; {driver}, "
         f"{args.connections} connections; median of {args.rounds} x "
         f"{args.seconds:g} s; Python {sys.version.split()[0]}"
     )
-    header = (
-        f"{'variant':<28} {'req/s':>8} {'p99 ms':>8} {'CPU us/req':>11} "
-        f"{'conns/1k req':>13} {'errors':>7} {'x connect':>10} "
-        f"{'x by hand':>10} {'CPU x by hand':>14}"
+    rows = table_rows(results)
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
+    print(title)
+    line = "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w)
+        for i, (c, w) in enumerate(zip(COLUMNS, widths, strict=True))
     )
-    print(header)
-    print("-" * len(header))
-    for name in results:
-        errors = sum(int(r["errors"]) for r in results[name])
+    print(line)
+    print("-" * len(line))
+    for row in rows:
         print(
-            f"{name:<28} {median(name, 'rps'):>8.0f} "
-            f"{median(name, 'p99') * 1000:>8.2f} {median(name, 'cpu_us'):>11.0f} "
-            f"{median(name, 'conns_per_1k'):>13.1f} {errors:>7d} "
-            f"{paired(name, connect, 'rps'):>10.2f} "
-            f"{paired(name, by_hand, 'rps'):>10.3f} "
-            f"{paired(name, by_hand, 'cpu_us'):>14.3f}"
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
         )
-    print(
-        "x connect, x by hand: req/s relative to connect-per-request and to "
-        "mcpool.ClientPool by hand (median of per-round ratios). CPU us/req: "
-        "CPU time of gunicorn (arbiter and workers) plus memcached per request "
-        "served, the load generator excluded."
-    )
+    print(NOTE)
+    if args.markdown:
+        lines = [
+            title,
+            "",
+            "| " + " | ".join(COLUMNS) + " |",
+            "|---|" + "---:|" * (len(COLUMNS) - 1),
+            *("| " + " | ".join(row) + " |" for row in rows),
+            "",
+            NOTE,
+            "",
+            "Command: .venv/bin/python benchmarks/bench_wsgi.py "
+            + " ".join(sys.argv[1:]),
+        ]
+        args.markdown.write_text("\n".join(lines).rstrip() + "\n")
 
 
 if __name__ == "__main__":
