@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .clientpool import ClientPool, is_fatal_error
 from .errors import InvalidKey, PoolClosed, PoolError, PoolTimeout
+from .middleware import PoolMiddleware, RequestClient
 from .pool import Lease, Pool, Reservation
 from .stats import PoolStats
 from .threadmapped import (
@@ -27,8 +28,10 @@ __all__ = [
     "Pool",
     "PoolClosed",
     "PoolError",
+    "PoolMiddleware",
     "PoolStats",
     "PoolTimeout",
+    "RequestClient",
     "Reservation",
     "ThreadBinding",
     "ThreadLease",
