@@ -8,12 +8,22 @@
 
 from __future__ import annotations
 
+from .client import Client
 from .clientpool import ClientPool, is_fatal_error
-from .errors import InvalidKey, PoolClosed, PoolError, PoolTimeout
+from .errors import (
+    InvalidKey,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    ServerUnavailable,
+    ValueTooLarge,
+)
+from .keys import safe_key, validate_key
 from .pool import Lease, Pool, Reservation
 from .stats import PoolStats
 
 __all__ = [
+    "Client",
     "ClientPool",
     "InvalidKey",
     "Lease",
@@ -23,5 +33,9 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "Reservation",
+    "ServerUnavailable",
+    "ValueTooLarge",
     "is_fatal_error",
+    "safe_key",
+    "validate_key",
 ]
