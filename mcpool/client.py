@@ -93,6 +93,7 @@ _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = tuple(
 #: error) and MEMCACHED_TIMEOUT (31).
 _UNAVAILABLE_CODES = frozenset({26, 31})
 _RETURN_CODE = re.compile(r"error (\d+) from")
+_AUTH_PROBLEM, _AUTH_FAILURE = 40, 41
 
 _MISS = object()
 
@@ -144,6 +145,26 @@ def _with_bytes_namespace(behaviors: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(behaviors.get("namespace"), str):
         behaviors["namespace"] = behaviors["namespace"].encode("ascii")
     return behaviors
+
+
+def _explain_authentication(exc: BaseException) -> None:
+    """Re-raise a SASL failure with what to check; return for anything else."""
+    match = _RETURN_CODE.search(str(exc))
+    code = int(match.group(1)) if match else None
+    if code == _AUTH_PROBLEM:
+        raise pylibmc.Error(
+            f"{exc}. The SASL client could not start: libsasl2 found no PLAIN "
+            "mechanism. pylibmc's wheel looks for SASL plugins in /usr/lib64/sasl2; "
+            "install the plugins (Debian: libsasl2-modules) and set SASL_PATH to "
+            "their directory (Debian: /usr/lib/x86_64-linux-gnu/sasl2) before "
+            "pylibmc is imported."
+        ) from exc
+    if code == _AUTH_FAILURE:
+        raise pylibmc.Error(
+            f"{exc}. The server refused the SASL username or password. Until "
+            "retry_timeout passes it then counts as failed: reads miss and "
+            "writes raise ServerUnavailable."
+        ) from exc
 
 
 def _as_bytes(key: str | bytes) -> bytes:
@@ -247,6 +268,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         except pylibmc.Error as exc:
             if is_unavailable(exc):
                 return default
+            _explain_authentication(exc)
             raise
 
     def gets(self, key: str | bytes) -> tuple[Any, Any]:
@@ -260,6 +282,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         except pylibmc.Error as exc:
             if is_unavailable(exc):
                 return None, None
+            _explain_authentication(exc)
             raise
 
     def get_multi(
@@ -282,6 +305,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
             return super().get_multi(keys)  # type: ignore[no-any-return]
         except pylibmc.Error as exc:
             if not is_unavailable(exc):
+                _explain_authentication(exc)
                 raise
         # One mget spans every server and fails as a whole; single gets let
         # the healthy servers answer. A server that just failed fails fast
@@ -472,6 +496,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
             except pylibmc.Error as exc:
                 if is_unavailable(exc):
                     raise self._unavailable(exc, "delete_multi", keys[index:]) from exc
+                _explain_authentication(exc)
                 raise
         return all_deleted
 
@@ -497,6 +522,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         except pylibmc.Error as exc:
             if is_unavailable(exc):
                 raise self._unavailable(exc, "incr_multi", keys) from exc
+            _explain_authentication(exc)
             raise
 
     # The mapping interface (mc[key], mc[key] = v, del mc[key], key in mc)
@@ -513,6 +539,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         except pylibmc.Error as exc:
             if is_unavailable(exc):
                 raise self._unavailable(exc, name, [key]) from exc
+            _explain_authentication(exc)
             raise
 
     def _store(
@@ -532,6 +559,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         except pylibmc.Error as exc:
             if is_unavailable(exc):
                 raise self._unavailable(exc, name, [key]) from exc
+            _explain_authentication(exc)
             raise
 
     def _store_multi(
@@ -569,6 +597,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
                 if is_unavailable(exc):
                     not_stored = failed + [k for k, _ in items[index:]]
                     raise self._unavailable(exc, f"{name}_multi", not_stored) from exc
+                _explain_authentication(exc)
                 raise
             if not stored:
                 failed.append(key)
