@@ -24,12 +24,19 @@ same thing whichever protocol a deployment uses.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
 from .errors import InvalidKey
 
-__all__ = ["MAX_KEY_LENGTH", "safe_key", "validate_key", "validate_prefix"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "safe_key",
+    "validate_key",
+    "validate_keys",
+    "validate_prefix",
+]
 
 #: The longest key memcached accepts, in bytes, prefix included.
 MAX_KEY_LENGTH = 250
@@ -158,6 +165,35 @@ def validate_key(key: Any, prefix_length: int = 0) -> None:
     ):
         return
     raise _explain(key, limit)
+
+
+def validate_keys(keys: Sequence[Any], prefix_length: int = 0) -> None:
+    """Check every key of a ``*_multi`` call, as :func:`validate_key` does.
+
+    :raises mcpool.InvalidKey: for the first bad key, with the same message
+        :func:`validate_key` gives.
+
+    >>> validate_keys(["user:1", "user:2"], prefix_length=len("app:"))
+    """
+    if keys:
+        # One pass over the joined keys instead of one call per key: the
+        # joined text is valid exactly when every key's characters are.
+        limit = MAX_KEY_LENGTH - prefix_length
+        try:
+            joined = "".join(keys)
+        except TypeError:
+            pass
+        else:
+            if (
+                joined.isascii()
+                and joined.isprintable()
+                and " " not in joined
+                and all(keys)
+                and max(map(len, keys)) <= limit
+            ):
+                return
+    for key in keys:
+        validate_key(key, prefix_length)
 
 
 def validate_prefix(prefix: Any, what: str = "key_prefix") -> int:

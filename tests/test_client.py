@@ -20,6 +20,9 @@ import mcpool
 from mcpool import Client, ClientPool, InvalidKey, ValueTooLarge
 from mcpool.testing import MemcachedServer
 
+# Generous: these tests are about keys, not timeouts, and a loaded machine
+# can stall a loopback request past the default 0.25 s.
+T = 5.0
 BIG = b"x" * (2 * 1024 * 1024)  # over memcached's default 1 MiB item limit
 INJECTION = "foo\r\nset injected 0 0 8\r\nINJECTED\r\n"
 
@@ -205,7 +208,7 @@ CATALOGUE = [
 def test_bad_request_is_refused_and_leaves_client_pool_and_server_correct(
     server: MemcachedServer, case: Case
 ) -> None:
-    master = Client([server.address], behaviors=case.behaviors)
+    master = Client([server.address], timeout=T, behaviors=case.behaviors)
     master.flush_all()
     for key, value in case.before.items():
         assert master.set(key, value)
@@ -238,7 +241,7 @@ def test_catalogue_is_large_enough() -> None:
 
 
 def test_valid_keys_at_the_limits_work(server: MemcachedServer) -> None:
-    mc = Client([server.address])
+    mc = Client([server.address], timeout=T)
     key = "k" * 250
     assert mc.set(key, "v")
     assert mc.get(key) == "v"
@@ -250,7 +253,7 @@ def test_valid_keys_at_the_limits_work(server: MemcachedServer) -> None:
 
 
 def test_the_whole_api_round_trips(server: MemcachedServer) -> None:
-    mc = Client([server.address], behaviors={"cas": True})
+    mc = Client([server.address], timeout=T, behaviors={"cas": True})
     mc.flush_all()
     assert mc.set("a", "1") and mc.get("a") == "1"
     assert mc.add("b", 2) and not mc.add("b", 3)
@@ -284,7 +287,7 @@ def test_the_whole_api_round_trips(server: MemcachedServer) -> None:
 
 
 def test_clone_keeps_the_class_and_its_rules(server: MemcachedServer) -> None:
-    master = Client([server.address], behaviors={"namespace": "ns:"})
+    master = Client([server.address], timeout=T, behaviors={"namespace": "ns:"})
     clone = master.clone()
     assert type(clone) is Client
     assert clone.addresses == master.addresses
@@ -306,7 +309,7 @@ def test_subclass_attributes_survive_clone(server: MemcachedServer) -> None:
 
 
 def test_pool_hands_out_validating_clients(server: MemcachedServer) -> None:
-    pool = ClientPool(Client([server.address]), 2)
+    pool = ClientPool(Client([server.address], timeout=T), 2)
     with pool.reserve() as first, pool.reserve() as second:
         assert type(first) is Client and type(second) is Client
         assert first is not second
@@ -330,8 +333,8 @@ def test_clones_route_every_key_like_their_master() -> None:
 
 def test_namespace_is_checked(server: MemcachedServer) -> None:
     with pytest.raises(InvalidKey, match="namespace"):
-        Client([server.address], behaviors={"namespace": "a b"})
-    mc = Client([server.address])
+        Client([server.address], timeout=T, behaviors={"namespace": "a b"})
+    mc = Client([server.address], timeout=T)
     with pytest.raises(InvalidKey, match="namespace"):
         mc.set_behaviors({"namespace": "a\r\n"})
     assert mc.set("still", "fine") and mc.get("still") == "fine"
@@ -359,9 +362,9 @@ def test_defaults_are_applied_and_overridable(server: MemcachedServer) -> None:
 
 def test_bad_arguments_are_refused_early(server: MemcachedServer) -> None:
     with pytest.raises(ValueError, match="both a username and a password"):
-        Client([server.address], username="u")
+        Client([server.address], timeout=T, username="u")
     with pytest.raises(ValueError, match="binary protocol"):
-        Client([server.address], binary=False, username="u", password="p")
+        Client([server.address], timeout=T, binary=False, username="u", password="p")
     with pytest.raises(ValueError, match="positive"):
         Client([server.address], timeout=0)
 
@@ -375,7 +378,7 @@ def test_value_too_large_is_benign_for_the_pool_and_catchable_as_pylibmc() -> No
 
 
 def test_value_too_large_lists_the_keys(server: MemcachedServer) -> None:
-    mc = Client([server.address])
+    mc = Client([server.address], timeout=T)
     with pytest.raises(ValueTooLarge) as info:
         mc.add_multi({"exists": "new", "huge": BIG, "fresh": "v"}, key_prefix="t:")
     # 'exists' was absent, so all but 'huge' went in.

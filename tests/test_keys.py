@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mcpool import InvalidKey, safe_key, validate_key
-from mcpool.keys import MAX_KEY_LENGTH, validate_prefix
+from mcpool.keys import MAX_KEY_LENGTH, validate_keys, validate_prefix
 
 VALID = [
     "a",
@@ -150,3 +150,27 @@ def test_safe_key_rejects_a_bad_prefix_or_no_room() -> None:
         safe_key("x", max_length=20)
     with pytest.raises(TypeError):
         safe_key(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (["ok", "a b"], "'a b'.*space"),
+        (["ok", ""], "'' .*empty"),
+        (["ok", b"b\n"], r"b'b\\n'.*0x0A"),
+        (["ok", None], "NoneType"),
+        (["ok", "x" * 249], "251 bytes with the 2-byte prefix"),
+        (["ok", "café"], "non-ASCII character 'é'"),
+    ],
+    ids=repr,
+)
+def test_validate_keys_finds_the_bad_key(keys: list[object], message: str) -> None:
+    with pytest.raises(InvalidKey, match=message):
+        validate_keys(keys, prefix_length=2)
+
+
+@pytest.mark.parametrize(
+    "keys", [[], ["a", "b"], [b"a", "b"], [b"x" * 248], ["x" * 248, "y"]], ids=repr
+)
+def test_validate_keys_passes_valid_keys(keys: list[str | bytes]) -> None:
+    validate_keys(keys, prefix_length=2)

@@ -19,6 +19,8 @@ from mcpool import Client, ClientPool, InvalidKey, ServerUnavailable
 from mcpool.client import _explain_authentication
 from mcpool.testing import MemcachedServer
 
+# Generous: a loaded machine can stall a request past the default 0.25 s.
+T = 5.0
 USER, PASSWORD = "alice", "correct horse"
 
 
@@ -47,7 +49,7 @@ def sasl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MemcachedS
 def test_credentials_authenticate_clients_clones_and_pools(
     sasl_server: MemcachedServer,
 ) -> None:
-    master = Client([sasl_server.address], username=USER, password=PASSWORD)
+    master = Client([sasl_server.address], timeout=T, username=USER, password=PASSWORD)
     assert master.binary, "SASL picks the binary protocol by itself"
     assert master.set("sasl:k", "v")
     assert master.get("sasl:k") == "v"
@@ -65,10 +67,10 @@ def test_credentials_authenticate_clients_clones_and_pools(
 
 
 def test_wrong_password_is_an_error_not_a_miss(sasl_server: MemcachedServer) -> None:
-    good = Client([sasl_server.address], username=USER, password=PASSWORD)
+    good = Client([sasl_server.address], timeout=T, username=USER, password=PASSWORD)
     assert good.set("sasl:secret", "kept")
 
-    bad = Client([sasl_server.address], username=USER, password="wrong")
+    bad = Client([sasl_server.address], timeout=T, username=USER, password="wrong")
     with pytest.raises(pylibmc.Error, match="refused the SASL username") as info:
         bad.get("sasl:secret")
     assert not isinstance(info.value, ServerUnavailable)
@@ -79,10 +81,10 @@ def test_wrong_password_is_an_error_not_a_miss(sasl_server: MemcachedServer) -> 
 
 
 def test_no_credentials_reach_no_data(sasl_server: MemcachedServer) -> None:
-    good = Client([sasl_server.address], username=USER, password=PASSWORD)
+    good = Client([sasl_server.address], timeout=T, username=USER, password=PASSWORD)
     assert good.set("sasl:private", "x")
 
-    anonymous = Client([sasl_server.address], binary=True)
+    anonymous = Client([sasl_server.address], timeout=T, binary=True)
     assert anonymous.get("sasl:private") is None
     with pytest.raises(pylibmc.Error):
         anonymous.set("sasl:private", "y")
