@@ -111,6 +111,7 @@ class ClientPool(Pool[Any]):
     ) -> None:
         self.master = mc
         self._behaviors_version = 0
+        self._behaviors: dict[str, Any] = {}
         super().__init__(
             self._clone,
             max_size=n_slots,
@@ -154,7 +155,10 @@ class ClientPool(Pool[Any]):
         self.master.set_behaviors(dict(behaviors))
         with self._lock:
             self._behaviors_version += 1
-            self._behaviors = dict(self.master.get_behaviors())
+            # Only what callers changed: re-applying every behaviour the
+            # master reports fails (libmemcached refuses verify_keys=0 on a
+            # binary-protocol client, for one).
+            self._behaviors.update(behaviors)
             idle = [entry.item for entry in self._idle]
             for client in idle:
                 self._sync_behaviors(client)

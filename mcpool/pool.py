@@ -330,9 +330,10 @@ class Pool(Generic[T]):
             self._after_fork()
         lock = self._lock
         lock.acquire()
-        if self._idle and not self._waiters:
+        idle = self._idle
+        if idle and not self._waiters:
             # The fast path, inlined: one call less is a sixth of the cost.
-            entry = self._idle.pop()
+            entry = idle.pop()
             self._reserves += 1
             lock.release()
         else:
@@ -652,10 +653,13 @@ class Pool(Generic[T]):
         for waiter in self._waiters:
             if isinstance(waiter.result, Reservation):
                 _abandon(waiter.result.item)
+        closed = self._closed
         self._on_fork()
         self._init_state()
+        self._closed = closed
+        # No replenishing here: this may run inside os.fork()'s at-fork hook,
+        # where a factory that connects somewhere has no business running.
         self._update_vetting()
-        self._replenish()
 
     def _on_fork(self) -> None:
         """Subclass hook, run in a forked child before the state is reset."""
