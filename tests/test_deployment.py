@@ -373,3 +373,54 @@ def test_the_uwsgi_and_gunicorn_tools_are_installed() -> None:
     # A missing server would otherwise show up as a confusing start failure.
     for name in ("gunicorn", "waitress-serve", "uwsgi"):
         assert shutil.which(name, path=str(BIN)), f"{name} is not installed"
+
+
+GREENLETS = """
+from gevent import monkey
+
+monkey.patch_all()
+
+import sys
+
+import gevent
+import pylibmc
+
+from mcpool import ClientPool
+
+pool = ClientPool(pylibmc.Client([sys.argv[1]], binary=True), 2, timeout=30)
+
+
+def one(n):
+    with pool.reserve() as mc:
+        mc.set(f"greenlet:{n}", n)
+        gevent.sleep(0.005)  # other I/O while holding the client: others run
+        assert mc.get(f"greenlet:{n}") == n
+    return n
+
+
+jobs = [gevent.spawn(one, n) for n in range(50)]
+gevent.joinall(jobs, raise_error=True)
+s = pool.stats()
+assert sorted(job.value for job in jobs) == list(range(50))
+print(s.created, s.waits, s.timeouts)
+"""
+
+
+def test_greenlets_wait_in_line_for_a_bounded_pool_under_gevent(
+    fresh_memcached: MemcachedServer,
+) -> None:
+    # The gevent guide's claim: after monkey-patching, 50 greenlets share a
+    # pool of 2 clients, waiting cooperatively, with 2 connections in all.
+    watch = ConnectionWatch(fresh_memcached)
+    result = subprocess.run(
+        [sys.executable, "-c", GREENLETS, fresh_memcached.address],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    created, waits, timeouts = map(int, result.stdout.split())
+    assert (created, timeouts) == (2, 0)
+    assert waits > 0
+    assert watch.opened() == 2
