@@ -8,8 +8,18 @@
 
 from __future__ import annotations
 
+from .client import Client
 from .clientpool import ClientPool, is_fatal_error
-from .errors import InvalidKey, PoolClosed, PoolError, PoolTimeout
+from .errors import (
+    InvalidKey,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    ServerUnavailable,
+    ValueTooLarge,
+)
+from .keys import safe_key, validate_key
+from .middleware import PoolMiddleware, RequestClient
 from .pool import Lease, Pool, Reservation
 from .stats import PoolStats
 from .threadmapped import (
@@ -20,6 +30,7 @@ from .threadmapped import (
 )
 
 __all__ = [
+    "Client",
     "ClientPool",
     "GreenThreadsWarning",
     "InvalidKey",
@@ -27,11 +38,17 @@ __all__ = [
     "Pool",
     "PoolClosed",
     "PoolError",
+    "PoolMiddleware",
     "PoolStats",
     "PoolTimeout",
+    "RequestClient",
     "Reservation",
+    "ServerUnavailable",
     "ThreadBinding",
     "ThreadLease",
     "ThreadMappedPool",
+    "ValueTooLarge",
     "is_fatal_error",
+    "safe_key",
+    "validate_key",
 ]

@@ -23,7 +23,7 @@ from typing import Any
 
 import pylibmc
 
-from .errors import PoolError
+from .errors import PoolError, ServerUnavailable
 from .pool import Pool
 
 __all__ = ["BENIGN_ERRORS", "ClientPool", "is_fatal_error"]
@@ -43,6 +43,11 @@ BENIGN_ERRORS: tuple[type[BaseException], ...] = tuple(
         "UnknownStatKey",
     )
     if hasattr(pylibmc, name)
+) + (
+    # mcpool.Client raises it after libmemcached closed the failed server's
+    # socket: the client is sound, and keeping it keeps its record of which
+    # server failed (a fresh clone would wait out the timeout again).
+    ServerUnavailable,
 )
 
 
