@@ -65,6 +65,7 @@ except ImportError as exc:  # pragma: no cover - flask is installed for tests
 from .clientpool import ClientPool
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Reservation
+from .threadmapped import ThreadMappedPool
 
 __all__ = ["CONFIG_DEFAULTS", "MemcachePool", "PoolState", "cli"]
 
@@ -96,7 +97,8 @@ class PoolState:
     """One app's memcached set-up, kept in ``app.extensions["mcpool"]``.
 
     :ivar pool: the app's pool (:class:`~mcpool.ClientPool` for
-        ``MCPOOL_POOL = "queue"``).
+        ``MCPOOL_POOL = "queue"``, :class:`~mcpool.ThreadMappedPool` for
+        ``"thread"``).
     :ivar master: the master client the pool clones.
     :ivar servers: the server addresses, as given to the client.
     :ivar environ_key: where :class:`~mcpool.PoolMiddleware` puts the
@@ -358,10 +360,7 @@ def _make_pool(
 ) -> Any:
     if kind == "queue":
         return ClientPool(master, size, timeout=timeout, **options)
-    raise ValueError(
-        "MCPOOL_POOL = 'thread' needs mcpool.ThreadMappedPool, which this "
-        "version of mcpool does not have yet; use 'queue'"
-    )
+    return ThreadMappedPool(master, size, timeout=timeout, **options)
 
 
 def _parse_servers(value: Any) -> list[str]:

@@ -599,6 +599,45 @@ def test_close_inside_a_block_closes_the_client_when_the_block_ends(
     assert (stats.in_use, stats.discarded) == (0, 1)
 
 
+# -- the Flask extension ---------------------------------------------------
+
+
+def test_flask_extension_serves_requests_from_a_thread_mapped_pool(
+    memcached: MemcachedServer,
+) -> None:
+    from flask import Flask
+
+    from mcpool.flask import MemcachePool
+
+    memcache = MemcachePool()
+    app = Flask(__name__)
+    app.config.update(
+        MCPOOL_SERVERS=[memcached.address], MCPOOL_POOL="thread", MCPOOL_POOL_SIZE=2
+    )
+    memcache.init_app(app)
+
+    @app.route("/incr")
+    def incr() -> str:
+        return str(memcache.client.incr("tm:flask"))
+
+    pool = MemcachePool.get_state(app).pool
+    assert isinstance(pool, ThreadMappedPool)
+    with pool.reserve() as mc:
+        mc.set("tm:flask", 0)
+
+    def requests(count: int) -> list[str]:
+        client = app.test_client()
+        return [client.get("/incr").text for _ in range(count)]
+
+    assert requests(3) == ["1", "2", "3"]
+    # The test client serves requests in the calling thread: its client
+    # stays bound between requests, and another thread takes the second.
+    assert in_thread(lambda: requests(2)) == ["4", "5"]
+    stats = pool.stats()
+    assert (stats.max_size, stats.created, stats.in_use, stats.idle) == (2, 2, 1, 1)
+    pool.close()
+
+
 # -- fork ---------------------------------------------------------------
 
 FORK_SCRIPT = r"""
