@@ -24,6 +24,7 @@ from mcpool import (
     GreenThreadsWarning,
     Lease,
     PoolClosed,
+    PoolMiddleware,
     PoolTimeout,
     Reservation,
     ThreadMappedPool,
@@ -597,6 +598,66 @@ def test_close_inside_a_block_closes_the_client_when_the_block_ends(
         assert pool.stats().in_use == 1
     stats = pool.stats()
     assert (stats.in_use, stats.discarded) == (0, 1)
+
+
+# -- the WSGI middleware ---------------------------------------------------
+
+
+def test_wsgi_middleware_on_a_thread_per_request_server(
+    fresh_memcached: MemcachedServer,
+) -> None:
+    pool = ThreadMappedPool(pylibmc.Client([fresh_memcached.address]), max_spare=2)
+    errors_seen: list[str] = []
+    broken: list[object] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        mc = environ["mcpool.client"]
+        if environ["PATH_INFO"] == "/fail":
+            broken.append(mc.client)
+            raise pylibmc.ServerDown("simulated")
+        hits = mc.incr("tm:wsgi")
+        # Code below the middleware that reserves by itself gets the same
+        # client: the request's thread holds it until the response closes.
+        with pool.reserve() as same:
+            if same is not mc.client:
+                errors_seen.append("a second client in one request")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(hits).encode()]
+
+    with pool.reserve() as mc:
+        mc.set("tm:wsgi", 0)
+    pool.relinquish()
+    server = make_server(
+        "127.0.0.1",
+        0,
+        PoolMiddleware(app, pool),
+        threaded=True,
+        passthrough_errors=False,
+    )
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    try:
+        bodies = []
+        for path in ["/", "/", "/fail", "/", "/"]:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", path)
+            response = conn.getresponse()
+            bodies.append((response.status, response.read()))
+            conn.close()
+        wait_until(lambda: pool.stats().in_use == 0)
+    finally:
+        server.shutdown()
+        serving.join()
+        server.server_close()
+    assert [b for s, b in bodies if s == 200] == [b"1", b"2", b"3", b"4"]
+    assert [s for s, b in bodies] == [200, 200, 500, 200, 200]
+    assert errors_seen == []
+    # The failed request's client was discarded with its lease, not kept.
+    assert pool.stats().discarded == 1
+    with pool.reserve() as mc:
+        assert mc is not broken[0]
+    assert_accounted(pool)
+    pool.close()
 
 
 # -- the Flask extension ---------------------------------------------------
