@@ -22,6 +22,8 @@ install_system_packages() {
     local missing=()
     command -v memcached >/dev/null 2>&1 || missing+=(memcached)
     command -v saslpasswd2 >/dev/null 2>&1 || missing+=(sasl2-bin)
+    # The SASL PLAIN plugin, for memcached -S and for the client side.
+    compgen -G "/usr/lib/*/sasl2/libplain.so*" >/dev/null || missing+=(libsasl2-modules)
     # The HTTP load generator of benchmarks/bench_serving.py.
     command -v wrk >/dev/null 2>&1 || missing+=(wrk)
     "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
@@ -50,11 +52,20 @@ install_python_packages() {
 
 run_tests() {
     local py="$VENV/bin/python"
+    # pylibmc's wheel bundles a libsasl2 that looks for its plugins in
+    # /usr/lib64/sasl2; point it at the system's (the SASL tests need PLAIN).
+    local plugins
+    plugins=$(compgen -G "/usr/lib/*/sasl2" | head -n 1 || true)
+    if [ -z "${SASL_PATH:-}" ] && [ -n "$plugins" ]; then
+        export SASL_PATH="$plugins"
+    fi
     echo "== ruff"
     "$py" -m ruff check .
     "$py" -m ruff format --check .
     echo "== mypy --strict mcpool/"
     "$py" -m mypy --strict mcpool/
+    echo "== sphinx (warnings are errors)"
+    "$py" -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
     echo "== pytest"
     "$py" -m pytest "$@"
 }

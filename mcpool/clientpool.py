@@ -23,7 +23,7 @@ from typing import Any
 
 import pylibmc
 
-from .errors import PoolError
+from .errors import PoolError, ServerUnavailable
 from .pool import Pool
 
 __all__ = ["BENIGN_ERRORS", "ClientPool", "is_fatal_error"]
@@ -43,6 +43,11 @@ BENIGN_ERRORS: tuple[type[BaseException], ...] = tuple(
         "UnknownStatKey",
     )
     if hasattr(pylibmc, name)
+) + (
+    # mcpool.Client raises it after libmemcached closed the failed server's
+    # socket: the client is sound, and keeping it keeps its record of which
+    # server failed (a fresh clone would wait out the timeout again).
+    ServerUnavailable,
 )
 
 
@@ -102,6 +107,7 @@ class ClientPool(Pool[Any]):
         timeout: float = 2.0,
         min_idle: int = 0,
         max_idle: float | None = None,
+        max_spare: int | None = None,
         max_lifetime: float | None = None,
         lifetime_jitter: float = 0.1,
         discard_on: Callable[[BaseException], bool] = is_fatal_error,
@@ -118,6 +124,7 @@ class ClientPool(Pool[Any]):
             min_idle=min_idle if mc is not None else 0,
             timeout=timeout,
             max_idle=max_idle,
+            max_spare=max_spare,
             max_lifetime=max_lifetime,
             lifetime_jitter=lifetime_jitter,
             close=_disconnect,

@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -163,7 +164,8 @@ class MemcachedServer:
             if self._wait_ready(timeout):
                 return self
         assert self.process is not None
-        err = self.process.stderr.read().decode() if self.process.stderr else ""
+        stderr = self.process.stderr
+        err = stderr.read().decode() if stderr and not stderr.closed else ""
         raise RuntimeError(
             f"memcached on {self.address} did not come up within {timeout}s: {err}"
         )
@@ -175,13 +177,23 @@ class MemcachedServer:
             if self.process.poll() is not None:
                 return False  # most likely the port was taken: try another
             with contextlib.suppress(OSError):
-                if _ask(self.host, self.port, b"version\r\n").startswith(b"VERSION"):
+                if self._answers_version():
                     # Pin the port so restart() comes back on the same one.
                     self._fixed_port = self.port
                     return True
             time.sleep(0.01)
         self.kill()
         return False
+
+    def _answers_version(self) -> bool:
+        if "-S" in self.extra_args:
+            # With SASL on, memcached speaks only the binary protocol; its
+            # version request needs no authentication.
+            request = struct.pack(">BBHBBHIIQ", 0x80, 0x0B, 0, 0, 0, 0, 0, 0, 0)
+            with socket.create_connection((self.host, self.port), timeout=1) as sock:
+                sock.sendall(request)
+                return sock.recv(24)[:2] == b"\x81\x0b"
+        return _ask(self.host, self.port, b"version\r\n").startswith(b"VERSION")
 
     def stats(self) -> dict[str, str]:
         """The server's ``stats``."""

@@ -1,0 +1,650 @@
+"""A pylibmc client that is safe with any key and keeps answering when a server fails.
+
+.. code-block:: python
+
+    import mcpool
+
+    mc = mcpool.Client(["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+    mc.set("user:42", profile)          # keys are checked before the wire
+    mc.get("user 42")                   # raises mcpool.InvalidKey
+    pool = mcpool.ClientPool(mc, 8)     # clones stay mcpool.Client
+
+:class:`Client` is a :class:`pylibmc.Client` with three differences:
+
+- every key is checked against :mod:`mcpool.keys` before a request is built
+  (:class:`~mcpool.InvalidKey` otherwise), for every method that takes keys;
+- production defaults (:data:`DEFAULT_BEHAVIORS`): consistent hashing,
+  ejection and retry of failed servers, short timeouts, ``TCP_NODELAY`` and
+  keepalive; each can be overridden with *behaviors*;
+- one failure semantics, the same for every libmemcached build: a read whose
+  server is unavailable (down, hung past the timeout, refusing, ejected) is
+  a miss; a write raises :class:`~mcpool.ServerUnavailable`; a value over
+  the server's item size limit raises :class:`~mcpool.ValueTooLarge` and
+  leaves the key without a value.
+
+See ``docs/key-safety.rst`` and ``docs/failover.rst`` for the reasons and the
+measured effect of each default.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import pylibmc
+
+from .errors import ServerUnavailable, ValueTooLarge
+from .keys import MAX_KEY_LENGTH, validate_key, validate_keys, validate_prefix
+
+__all__ = ["DEFAULT_BEHAVIORS", "DEFAULT_TIMEOUT", "Client", "timeout_behaviors"]
+
+#: Seconds a request may wait to connect, and then for each read or write on
+#: the socket, before its server counts as unavailable.
+DEFAULT_TIMEOUT = 0.25
+
+#: The behaviours a :class:`Client` starts with, on top of libmemcached's.
+#: The timeouts come from *timeout* (:func:`timeout_behaviors`). Why each
+#: value, and what it changes, measured: ``docs/failover.rst``.
+DEFAULT_BEHAVIORS: Mapping[str, Any] = {
+    # Consistent hashing (ketama, MD5 for keys and for the continuum): a lost
+    # server moves only its own keys; with modula, half of the other
+    # servers' keys move too. Not ketama_weighted: memcached_clone() drops
+    # its flag, so clones would route keys unlike the client they came from.
+    "ketama": True,
+    "hash": "md5",
+    "ketama_hash": "md5",
+    # Eject a server after failure_limit failed connects, retry it after
+    # retry_timeout seconds, put it back after dead_timeout. All four must be
+    # set: libmemcached 1.0 folds failure_limit into remove_failed, 1.1 does
+    # not, and without dead_timeout an ejected server is never skipped.
+    "remove_failed": 1,
+    "failure_limit": 2,
+    "retry_timeout": 1,
+    "dead_timeout": 3,
+    # Small requests go out at once instead of waiting for an ACK (Nagle).
+    "tcp_nodelay": True,
+    # Let the kernel notice connections whose peer vanished.
+    "tcp_keepalive": True,
+}
+
+_UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = tuple(
+    getattr(pylibmc, name)
+    for name in (
+        "ConnectionError",
+        "ConnectionBindError",
+        "HostLookupError",
+        "NoServers",
+        "ReadError",
+        "ServerDead",
+        "ServerDown",
+        "UnixSocketError",
+        "UnknownReadFailure",
+        "WriteError",
+    )
+    if hasattr(pylibmc, name)
+)
+
+#: libmemcached return codes that pylibmc raises as a bare ``pylibmc.Error``
+#: and that mean the server did not answer: MEMCACHED_ERRNO (26, a socket
+#: error) and MEMCACHED_TIMEOUT (31).
+_UNAVAILABLE_CODES = frozenset({26, 31})
+_RETURN_CODE = re.compile(r"error (\d+) from")
+_AUTH_PROBLEM, _AUTH_FAILURE = 40, 41
+
+_MISS = object()
+
+
+def timeout_behaviors(timeout: float) -> dict[str, int]:
+    """The libmemcached behaviours that make *timeout* seconds the limit.
+
+    libmemcached has four timeouts in two units, and builds differ in which
+    they honour: 1.0 waits with ``poll()`` (``_poll_timeout``) after a
+    non-blocking connect (``connect_timeout``); other builds use the socket
+    options (``send_timeout``, ``receive_timeout``, in microseconds). All
+    four get the same value, so the bound is the same whichever build runs.
+
+    >>> timeout_behaviors(0.25)
+    {'connect_timeout': 250, '_poll_timeout': 250, 'send_timeout': 250000, \
+'receive_timeout': 250000}
+    """
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout}")
+    milliseconds = max(1, round(timeout * 1000))
+    return {
+        "connect_timeout": milliseconds,
+        "_poll_timeout": milliseconds,
+        "send_timeout": milliseconds * 1000,
+        "receive_timeout": milliseconds * 1000,
+    }
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a pylibmc error means the key's server did not answer.
+
+    >>> is_unavailable(pylibmc.ServerDown("down"))
+    True
+    >>> is_unavailable(pylibmc.NotFound("gone"))
+    False
+    """
+    if isinstance(exc, _UNAVAILABLE_TYPES):
+        return True
+    if type(exc) is pylibmc.Error:
+        match = _RETURN_CODE.search(str(exc))
+        return match is not None and int(match.group(1)) in _UNAVAILABLE_CODES
+    return False
+
+
+def _with_bytes_namespace(behaviors: Mapping[str, Any]) -> dict[str, Any]:
+    # pylibmc reads the namespace callback's value as bytes without checking
+    # its type: a str would send the bytes of the Python object header.
+    behaviors = dict(behaviors)
+    if isinstance(behaviors.get("namespace"), str):
+        behaviors["namespace"] = behaviors["namespace"].encode("ascii")
+    return behaviors
+
+
+def _explain_authentication(exc: BaseException) -> None:
+    """Re-raise a SASL failure with what to check; return for anything else."""
+    match = _RETURN_CODE.search(str(exc))
+    code = int(match.group(1)) if match else None
+    if code == _AUTH_PROBLEM:
+        raise pylibmc.Error(
+            f"{exc}. The SASL client could not start: libsasl2 found no PLAIN "
+            "mechanism. pylibmc's wheel looks for SASL plugins in /usr/lib64/sasl2; "
+            "install the plugins (Debian: libsasl2-modules) and set SASL_PATH to "
+            "their directory (Debian: /usr/lib/x86_64-linux-gnu/sasl2) before "
+            "pylibmc is imported."
+        ) from exc
+    if code == _AUTH_FAILURE:
+        raise pylibmc.Error(
+            f"{exc}. The server refused the SASL username or password. Until "
+            "retry_timeout passes it then counts as failed: reads miss and "
+            "writes raise ServerUnavailable."
+        ) from exc
+
+
+def _as_bytes(key: str | bytes) -> bytes:
+    return key.encode("utf-8") if isinstance(key, str) else key
+
+
+class Client(pylibmc.Client):  # type: ignore[misc]
+    """A :class:`pylibmc.Client` with key validation and failover defaults.
+
+    :param servers: ``"host:port"`` strings, as for pylibmc (``"[::1]:11211"``,
+        ``"/path/to/socket"``, ``"host:port:weight"``).
+    :param behaviors: libmemcached behaviours applied over
+        :data:`DEFAULT_BEHAVIORS` and over the ones *timeout* sets; a
+        ``namespace`` counts toward the 250-byte key limit.
+    :param binary: use the binary protocol. Defaults to ``True`` when a
+        *username* is given (SASL needs it), ``False`` otherwise.
+    :param username: SASL user name; needs *password*.
+    :param password: SASL password.
+    :param timeout: seconds to connect and then per socket read or write;
+        past it the server is unavailable (:func:`timeout_behaviors`).
+    :raises mcpool.InvalidKey: if the ``namespace`` behaviour is not a valid
+        key prefix.
+    :raises ValueError: for SASL credentials with ``binary=False``, or half
+        of them.
+
+    Reads whose server is unavailable return a miss; writes raise
+    :class:`~mcpool.ServerUnavailable`. A value over the item size limit
+    raises :class:`~mcpool.ValueTooLarge`, and the key holds no value after.
+
+    >>> mc = Client(["127.0.0.1:11211"], behaviors={"dead_timeout": 10})
+    >>> mc.set("greeting", "hello")
+    True
+    >>> mc.clone().__class__ is Client
+    True
+    """
+
+    def __init__(
+        self,
+        servers: Iterable[str],
+        behaviors: Mapping[str, Any] | None = None,
+        binary: bool | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if (username is None) != (password is None):
+            raise ValueError("SASL needs both a username and a password")
+        if binary is None:
+            binary = username is not None
+        elif username is not None and not binary:
+            raise ValueError(
+                "SASL authentication needs the binary protocol: drop binary=False"
+            )
+        merged: dict[str, Any] = dict(DEFAULT_BEHAVIORS)
+        merged.update(timeout_behaviors(timeout))
+        merged.update(behaviors or {})
+        self._namespace_length = validate_prefix(merged.get("namespace"), "namespace")
+        super().__init__(
+            list(servers),
+            behaviors=_with_bytes_namespace(merged),
+            binary=bool(binary),
+            username=username,
+            password=password,
+        )
+
+    def clone(self) -> Client:
+        """A new client with the same servers, behaviours and credentials.
+
+        pylibmc's C ``clone`` makes an object of this class without calling
+        ``__init__``; the Python attributes are copied here so the clone
+        checks keys exactly as this client does.
+        """
+        clone: Client = super().clone()
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def set_behaviors(self, behaviors: Mapping[str, Any]) -> Any:
+        """Set behaviours, as :meth:`pylibmc.Client.set_behaviors`.
+
+        A new ``namespace`` is checked like a key prefix first.
+        """
+        namespace_length = self._namespace_length
+        if "namespace" in behaviors:
+            namespace_length = validate_prefix(behaviors["namespace"], "namespace")
+        result = super().set_behaviors(_with_bytes_namespace(behaviors))
+        self._namespace_length = namespace_length
+        return result
+
+    # Reads: an unavailable server is a miss.
+
+    def get(self, key: str | bytes, default: Any = None) -> Any:
+        """The value of *key*, or *default* when it is missing or its server
+        is unavailable.
+
+        :raises mcpool.InvalidKey: if *key* breaks the key rules.
+        """
+        # The common case inline (a str key, valid): a function call here
+        # would be a third of what the checks cost.
+        if not (
+            key.__class__ is str
+            and 0 < len(key) <= self._key_limit
+            and key.isascii()
+            and key.isprintable()
+            and " " not in key
+        ):
+            validate_key(key, self._namespace_length)
+        try:
+            return _get(self, key, default)
+        except pylibmc.Error as exc:
+            if is_unavailable(exc):
+                return default
+            _explain_authentication(exc)
+            raise
+
+    def gets(self, key: str | bytes) -> tuple[Any, Any]:
+        """``(value, cas_id)``, or ``(None, None)`` when missing or unavailable.
+
+        Needs the ``cas`` behaviour, as with pylibmc.
+        """
+        validate_key(key, self._namespace_length)
+        try:
+            return super().gets(key)  # type: ignore[no-any-return]
+        except pylibmc.Error as exc:
+            if is_unavailable(exc):
+                return None, None
+            _explain_authentication(exc)
+            raise
+
+    def get_multi(
+        self, keys: Iterable[str | bytes], key_prefix: str | bytes | None = None
+    ) -> dict[Any, Any]:
+        """A dict of the keys found, as :meth:`pylibmc.Client.get_multi`.
+
+        Every key is checked, with *key_prefix*, before anything is sent.
+        When a server is unavailable the call does not fail: the keys are
+        fetched one by one, and those of the unavailable server are missing
+        from the result.
+        """
+        if keys.__class__ is not list:
+            keys = list(keys)
+        validate_keys(keys, self._checked_prefix(key_prefix))
+        try:
+            if key_prefix:
+                return _get_multi(self, keys, key_prefix=key_prefix)  # type: ignore[no-any-return]
+            return _get_multi(self, keys)  # type: ignore[no-any-return]
+        except pylibmc.Error as exc:
+            if not is_unavailable(exc):
+                _explain_authentication(exc)
+                raise
+        # One mget spans every server and fails as a whole; single gets let
+        # the healthy servers answer. A server that just failed fails fast
+        # now (it is in its retry_timeout), so this costs little extra.
+        prefix = _as_bytes(key_prefix or b"")
+        found: dict[Any, Any] = {}
+        for key in keys:
+            value = self.get(prefix + _as_bytes(key), _MISS)
+            if value is not _MISS:
+                found[key] = value
+        return found
+
+    # Writes: an unavailable server raises ServerUnavailable.
+
+    def set(
+        self,
+        key: str | bytes,
+        val: Any,
+        time: int = 0,
+        min_compress_len: int = 0,
+        compress_level: int = -1,
+    ) -> bool:
+        """Store *val* under *key*, as :meth:`pylibmc.Client.set`.
+
+        :raises mcpool.InvalidKey: if *key* breaks the key rules.
+        :raises mcpool.ValueTooLarge: if the server refuses the value for
+            its size; *key* then holds no value.
+        :raises mcpool.ServerUnavailable: if the key's server is unavailable.
+        """
+        validate_key(key, self._namespace_length)
+        return self._store(
+            _Base.set, "set", key, val, time, min_compress_len, compress_level
+        )
+
+    def add(
+        self,
+        key: str | bytes,
+        val: Any,
+        time: int = 0,
+        min_compress_len: int = 0,
+        compress_level: int = -1,
+    ) -> bool:
+        """Store *val* unless *key* exists; as :meth:`set` otherwise."""
+        validate_key(key, self._namespace_length)
+        return self._store(
+            _Base.add, "add", key, val, time, min_compress_len, compress_level
+        )
+
+    def replace(
+        self,
+        key: str | bytes,
+        val: Any,
+        time: int = 0,
+        min_compress_len: int = 0,
+        compress_level: int = -1,
+    ) -> bool:
+        """Store *val* only if *key* exists; as :meth:`set` otherwise."""
+        validate_key(key, self._namespace_length)
+        return self._store(
+            _Base.replace, "replace", key, val, time, min_compress_len, compress_level
+        )
+
+    def append(
+        self,
+        key: str | bytes,
+        val: Any,
+        time: int = 0,
+        min_compress_len: int = 0,
+        compress_level: int = -1,
+    ) -> bool:
+        """Append *val* to the value of *key*; as :meth:`set` otherwise."""
+        validate_key(key, self._namespace_length)
+        return self._store(
+            _Base.append, "append", key, val, time, min_compress_len, compress_level
+        )
+
+    def prepend(
+        self,
+        key: str | bytes,
+        val: Any,
+        time: int = 0,
+        min_compress_len: int = 0,
+        compress_level: int = -1,
+    ) -> bool:
+        """Prepend *val* to the value of *key*; as :meth:`set` otherwise."""
+        validate_key(key, self._namespace_length)
+        return self._store(
+            _Base.prepend, "prepend", key, val, time, min_compress_len, compress_level
+        )
+
+    def cas(self, key: str | bytes, val: Any, cas: int, time: int = 0) -> bool:
+        """Store *val* if *key* still has *cas* (from :meth:`gets`); as :meth:`set`."""
+        validate_key(key, self._namespace_length)
+        return self._store(_Base.cas, "cas", key, val, cas, time)
+
+    def delete(self, key: str | bytes) -> bool:
+        """Delete *key*; ``False`` if it was not there.
+
+        :raises mcpool.ServerUnavailable: if the key's server is unavailable:
+            the delete was not applied.
+        """
+        validate_key(key, self._namespace_length)
+        return self._write(_Base.delete, "delete", key)  # type: ignore[no-any-return]
+
+    def touch(self, key: str | bytes, time: int) -> bool:
+        """Give *key* a new expiry time; ``False`` if it was not there."""
+        validate_key(key, self._namespace_length)
+        return self._write(_Base.touch, "touch", key, time)  # type: ignore[no-any-return]
+
+    def incr(self, key: str | bytes, delta: int = 1) -> int:
+        """Add *delta* to the counter at *key*; raises ``pylibmc.NotFound``
+        if there is none, as pylibmc does."""
+        validate_key(key, self._namespace_length)
+        return self._write(_Base.incr, "incr", key, delta)  # type: ignore[no-any-return]
+
+    def decr(self, key: str | bytes, delta: int = 1) -> int:
+        """Subtract *delta* from the counter at *key* (not below 0)."""
+        validate_key(key, self._namespace_length)
+        return self._write(_Base.decr, "decr", key, delta)  # type: ignore[no-any-return]
+
+    def set_multi(
+        self,
+        mapping: Mapping[Any, Any],
+        time: int = 0,
+        key_prefix: str | bytes | None = None,
+        min_compress_len: int = 0,
+        compress_level: int = -1,
+    ) -> list[Any]:
+        """Store every item of *mapping*; return the keys not stored.
+
+        All keys are checked first: one invalid key and nothing is sent.
+        Then each item is stored in order, and a value over the size limit
+        does not stop the others: when all are done,
+        :class:`~mcpool.ValueTooLarge` lists the oversize keys (which now
+        hold no value) in ``keys`` and every key not stored in ``failed``.
+        If a server is unavailable the call stops there and raises
+        :class:`~mcpool.ServerUnavailable` whose ``keys`` are the keys not
+        stored (that one and the ones after it): one timeout at most.
+        """
+        return self._store_multi(
+            _Base.set,
+            "set",
+            mapping,
+            time,
+            key_prefix,
+            min_compress_len,
+            compress_level,
+        )
+
+    def add_multi(
+        self,
+        mapping: Mapping[Any, Any],
+        time: int = 0,
+        key_prefix: str | bytes | None = None,
+        min_compress_len: int = 0,
+        compress_level: int = -1,
+    ) -> list[Any]:
+        """Add every item of *mapping* whose key is absent; as :meth:`set_multi`."""
+        return self._store_multi(
+            _Base.add,
+            "add",
+            mapping,
+            time,
+            key_prefix,
+            min_compress_len,
+            compress_level,
+        )
+
+    def delete_multi(
+        self, keys: Iterable[str | bytes], key_prefix: str | bytes | None = None
+    ) -> bool:
+        """Delete every key; ``True`` if all were there, as pylibmc.
+
+        All keys are checked before anything is sent.
+
+        :raises mcpool.ServerUnavailable: at the first key whose server is
+            unavailable; ``keys`` are that one and the ones after it.
+        """
+        keys = list(keys)
+        validate_keys(keys, self._checked_prefix(key_prefix))
+        prefix = _as_bytes(key_prefix or b"")
+        all_deleted = True
+        for index, key in enumerate(keys):
+            try:
+                all_deleted &= bool(_Base.delete(self, prefix + _as_bytes(key)))
+            except pylibmc.Error as exc:
+                if is_unavailable(exc):
+                    raise self._unavailable(exc, "delete_multi", keys[index:]) from exc
+                _explain_authentication(exc)
+                raise
+        return all_deleted
+
+    def incr_multi(
+        self,
+        keys: Iterable[str | bytes],
+        key_prefix: str | bytes | None = None,
+        delta: int = 1,
+    ) -> None:
+        """Add *delta* to each counter, as :meth:`pylibmc.Client.incr_multi`.
+
+        All keys are checked before anything is sent.
+        """
+        keys = list(keys)
+        validate_keys(keys, self._checked_prefix(key_prefix))
+        try:
+            if key_prefix:
+                super().incr_multi(keys, key_prefix=key_prefix, delta=delta)
+            else:
+                super().incr_multi(keys, delta=delta)
+        except pylibmc.Error as exc:
+            if is_unavailable(exc):
+                raise self._unavailable(exc, "incr_multi", keys) from exc
+            _explain_authentication(exc)
+            raise
+
+    # The mapping interface (mc[key], mc[key] = v, del mc[key], key in mc)
+    # is pylibmc's, which calls get/set/delete above.
+
+    def _checked_prefix(self, key_prefix: str | bytes | None) -> int:
+        if key_prefix is None:
+            return self._namespace_length
+        return validate_prefix(key_prefix) + self._namespace_length
+
+    @property
+    def _namespace_length(self) -> int:
+        return MAX_KEY_LENGTH - self._key_limit
+
+    @_namespace_length.setter
+    def _namespace_length(self, length: int) -> None:
+        self._key_limit = MAX_KEY_LENGTH - length
+
+    def _write(
+        self, method: Callable[..., Any], name: str, key: str | bytes, *args: Any
+    ) -> Any:
+        try:
+            return method(self, key, *args)
+        except pylibmc.Error as exc:
+            if is_unavailable(exc):
+                raise self._unavailable(exc, name, [key]) from exc
+            _explain_authentication(exc)
+            raise
+
+    def _store(
+        self, method: Callable[..., Any], name: str, key: str | bytes, *args: Any
+    ) -> bool:
+        try:
+            return bool(method(self, key, *args))
+        except pylibmc.TooBig as exc:
+            self._forget(key)
+            raise ValueTooLarge(
+                f"{name}({key!r:.60}): the value is larger than the server's item "
+                "size limit (1 MiB unless memcached runs with -I); it was not "
+                "stored and the key now holds no value. Store less (split it, "
+                "or pass min_compress_len to compress) or raise the server's -I.",
+                [key],
+            ) from exc
+        except pylibmc.Error as exc:
+            if is_unavailable(exc):
+                raise self._unavailable(exc, name, [key]) from exc
+            _explain_authentication(exc)
+            raise
+
+    def _store_multi(
+        self,
+        method: Callable[..., Any],
+        name: str,
+        mapping: Mapping[Any, Any],
+        time: int,
+        key_prefix: str | bytes | None,
+        min_compress_len: int,
+        compress_level: int,
+    ) -> list[Any]:
+        items = list(mapping.items())
+        validate_keys([key for key, _ in items], self._checked_prefix(key_prefix))
+        prefix = _as_bytes(key_prefix or b"")
+        failed: list[Any] = []
+        too_large: list[Any] = []
+        # pylibmc's C loop also sends one request per key and waits for its
+        # reply; doing it here costs about a microsecond per key and lets an
+        # oversize value fail alone instead of stopping the keys after it.
+        for index, (key, value) in enumerate(items):
+            wire_key = prefix + _as_bytes(key)
+            try:
+                stored = method(
+                    self, wire_key, value, time, min_compress_len, compress_level
+                )
+            except pylibmc.TooBig:
+                self._forget(wire_key)
+                too_large.append(key)
+                failed.append(key)
+                continue
+            except pylibmc.Error as exc:
+                if is_unavailable(exc):
+                    not_stored = failed + [k for k, _ in items[index:]]
+                    raise self._unavailable(exc, f"{name}_multi", not_stored) from exc
+                _explain_authentication(exc)
+                raise
+            if not stored:
+                failed.append(key)
+        if too_large:
+            raise ValueTooLarge(
+                f"{name}_multi: {len(too_large)} of {len(items)} values are larger "
+                f"than the server's item size limit: {too_large!r:.200}. Those keys "
+                "now hold no value; the other keys were stored "
+                f"({len(failed) - len(too_large)} refused for other reasons, see "
+                ".failed). Store less or raise the server's -I.",
+                too_large,
+                failed,
+            )
+        return failed
+
+    def _forget(self, key: str | bytes) -> None:
+        # memcached drops the old value when a *set* is too large, but keeps
+        # it for replace/append/prepend/cas: delete it so that every write
+        # that fails for size leaves the same state, and no stale value.
+        with contextlib.suppress(pylibmc.Error):
+            _Base.delete(self, key)
+
+    def _unavailable(
+        self, exc: BaseException, name: str, keys: Sequence[Any]
+    ) -> ServerUnavailable:
+        shown = f"{list(keys)!r:.120}"
+        return ServerUnavailable(
+            f"{name} not applied, the server of {shown} is unavailable: {exc}. "
+            "Reads of its keys return misses until it answers again; it is "
+            "retried after the retry_timeout behaviour and, once ejected, after "
+            "dead_timeout.",
+            keys,
+        )
+
+
+_Base: Any = pylibmc.Client
+_get = _Base.get
+_get_multi = _Base.get_multi
