@@ -228,8 +228,9 @@ class MemcachePool:
     ) -> Reservation[Any]:
         """Reserve a client of the current app's pool for one ``with`` block.
 
-        Independent of :attr:`client`: the block gets a client of its own
-        and returns it on exit.
+        Independent of :attr:`client`: with a ``"queue"`` pool the block gets
+        a client of its own and returns it on exit; with a ``"thread"`` pool
+        it gets the thread's client, as every reserve in that thread does.
 
         >>> with memcache.reserve() as mc:  # doctest: +SKIP
         ...     mc.set("k", "v")
