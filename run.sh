@@ -5,9 +5,9 @@
 #                   drive requests through it from many threads, print stats
 #   ./run.sh test   lint (ruff), types (mypy --strict), and the test suite
 #
-# Each job first installs what is missing: the memcached server and the SASL
-# tools from the system packages (apt, as root or through sudo), a virtualenv
-# in .venv, and the package with its development tools.
+# Each job first installs what is missing: the memcached server, the SASL
+# tools and wrk from the system packages (apt, as root or through sudo), a
+# virtualenv in .venv, and the package with its development tools.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -24,6 +24,8 @@ install_system_packages() {
     command -v saslpasswd2 >/dev/null 2>&1 || missing+=(sasl2-bin)
     # The SASL PLAIN plugin, for memcached -S and for the client side.
     compgen -G "/usr/lib/*/sasl2/libplain.so*" >/dev/null || missing+=(libsasl2-modules)
+    # The HTTP load generator of benchmarks/bench_serving.py.
+    command -v wrk >/dev/null 2>&1 || missing+=(wrk)
     "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing system packages: ${missing[*]}"
@@ -62,6 +64,8 @@ run_tests() {
     "$py" -m ruff format --check .
     echo "== mypy --strict mcpool/"
     "$py" -m mypy --strict mcpool/
+    echo "== sphinx (warnings are errors)"
+    "$py" -m sphinx -W --keep-going -q -b html docs docs/_build/html
     echo "== pytest"
     "$py" -m pytest "$@"
 }

@@ -19,21 +19,34 @@ from .errors import (
     ValueTooLarge,
 )
 from .keys import safe_key, validate_key
+from .middleware import PoolMiddleware, RequestClient
 from .pool import Lease, Pool, Reservation
 from .stats import PoolStats
+from .threadmapped import (
+    GreenThreadsWarning,
+    ThreadBinding,
+    ThreadLease,
+    ThreadMappedPool,
+)
 
 __all__ = [
     "Client",
     "ClientPool",
+    "GreenThreadsWarning",
     "InvalidKey",
     "Lease",
     "Pool",
     "PoolClosed",
     "PoolError",
+    "PoolMiddleware",
     "PoolStats",
     "PoolTimeout",
+    "RequestClient",
     "Reservation",
     "ServerUnavailable",
+    "ThreadBinding",
+    "ThreadLease",
+    "ThreadMappedPool",
     "ValueTooLarge",
     "is_fatal_error",
     "safe_key",

@@ -107,6 +107,7 @@ class ClientPool(Pool[Any]):
         timeout: float = 2.0,
         min_idle: int = 0,
         max_idle: float | None = None,
+        max_spare: int | None = None,
         max_lifetime: float | None = None,
         lifetime_jitter: float = 0.1,
         discard_on: Callable[[BaseException], bool] = is_fatal_error,
@@ -116,12 +117,14 @@ class ClientPool(Pool[Any]):
     ) -> None:
         self.master = mc
         self._behaviors_version = 0
+        self._behaviors: dict[str, Any] = {}
         super().__init__(
             self._clone,
             max_size=n_slots,
             min_idle=min_idle if mc is not None else 0,
             timeout=timeout,
             max_idle=max_idle,
+            max_spare=max_spare,
             max_lifetime=max_lifetime,
             lifetime_jitter=lifetime_jitter,
             close=_disconnect,
@@ -159,7 +162,10 @@ class ClientPool(Pool[Any]):
         self.master.set_behaviors(dict(behaviors))
         with self._lock:
             self._behaviors_version += 1
-            self._behaviors = dict(self.master.get_behaviors())
+            # Only what callers changed: re-applying every behaviour the
+            # master reports fails (libmemcached refuses verify_keys=0 on a
+            # binary-protocol client, for one).
+            self._behaviors.update(behaviors)
             idle = [entry.item for entry in self._idle]
             for client in idle:
                 self._sync_behaviors(client)

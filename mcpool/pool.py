@@ -198,6 +198,9 @@ class Pool(Generic[T]):
         :class:`~mcpool.PoolTimeout`.
     :param max_idle: close idle items above *min_idle* after this many
         seconds unused (checked when items come back, and by :meth:`prune`).
+    :param max_spare: keep at most this many items idle; when one more comes
+        back, the least recently used idle item is closed. ``None`` keeps
+        every item that comes back.
     :param max_lifetime: replace an item this many seconds after it was made,
         less up to *lifetime_jitter* of it at random, so that items made
         together do not all expire together. An item in use is replaced when
@@ -230,6 +233,7 @@ class Pool(Generic[T]):
         min_idle: int = 0,
         timeout: float = 30.0,
         max_idle: float | None = None,
+        max_spare: int | None = None,
         max_lifetime: float | None = None,
         lifetime_jitter: float = 0.1,
         check: Callable[[T], object] | None = None,
@@ -244,6 +248,10 @@ class Pool(Generic[T]):
             raise ValueError(f"max_size must be >= 0, got {max_size}")
         if not 0 <= min_idle <= max_size:
             raise ValueError(f"min_idle must be within 0..max_size, got {min_idle}")
+        if max_spare is not None and max_spare < min_idle:
+            raise ValueError(
+                f"max_spare must be >= min_idle ({min_idle}), got {max_spare}"
+            )
         if not 0 <= lifetime_jitter < 1:
             raise ValueError(
                 f"lifetime_jitter must be in [0, 1), got {lifetime_jitter}"
@@ -253,6 +261,7 @@ class Pool(Generic[T]):
         self.min_idle = min_idle
         self.timeout = timeout
         self.max_idle = max_idle
+        self.max_spare = max_spare
         self.max_lifetime = max_lifetime
         self.lifetime_jitter = lifetime_jitter
         self.check = check
@@ -304,6 +313,7 @@ class Pool(Generic[T]):
         self._vetted = (
             self._generation > 1
             or self._aged
+            or self.max_spare is not None
             or self.check is not None
             or self._reset is not None
             or self.leak_timeout is not None
@@ -330,9 +340,10 @@ class Pool(Generic[T]):
             self._after_fork()
         lock = self._lock
         lock.acquire()
-        if self._idle and not self._waiters:
+        idle = self._idle
+        if idle and not self._waiters:
             # The fast path, inlined: one call less is a sixth of the cost.
-            entry = self._idle.pop()
+            entry = idle.pop()
             self._reserves += 1
             lock.release()
         else:
@@ -484,6 +495,13 @@ class Pool(Generic[T]):
             lock.release()
         else:
             self._idle.append(entry)
+            if self._vetted and self._spare_full():
+                surplus = self._idle.popleft()
+                self._size -= 1
+                self._discarded += 1
+                lock.release()
+                self._close_entry(surplus)
+                return
             lock.release()
 
     # -- the slow paths ---------------------------------------------------
@@ -595,6 +613,10 @@ class Pool(Generic[T]):
             return False
         return what != "check" or bool(result)
 
+    def _spare_full(self) -> bool:
+        """More than *max_spare* items idle; called with the lock held."""
+        return self.max_spare is not None and len(self._idle) > self.max_spare
+
     def _pop_expired_idle(self, now: float) -> list[Reservation[T]]:
         """Pop idle items past their age; called with the lock held.
 
@@ -652,10 +674,13 @@ class Pool(Generic[T]):
         for waiter in self._waiters:
             if isinstance(waiter.result, Reservation):
                 _abandon(waiter.result.item)
+        closed = self._closed
         self._on_fork()
         self._init_state()
+        self._closed = closed
+        # No replenishing here: this may run inside os.fork()'s at-fork hook,
+        # where a factory that connects somewhere has no business running.
         self._update_vetting()
-        self._replenish()
 
     def _on_fork(self) -> None:
         """Subclass hook, run in a forked child before the state is reset."""

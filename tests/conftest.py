@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pylibmc
 import pytest
 
+from mcpool import ClientPool, Lease
 from mcpool.testing import INSTALL_HINT, MemcachedServer
 
 
@@ -64,3 +66,37 @@ def fresh_memcached_group() -> Iterator[list[MemcachedServer]]:
 def master(memcached: MemcachedServer) -> pylibmc.Client:
     """A master client for the session server."""
     return pylibmc.Client([memcached.address], binary=True)
+
+
+class CountingPool:
+    """Wraps a pool to count checkouts and how often each lease is released
+    (a lease's release is idempotent, so the pool's stats cannot tell)."""
+
+    def __init__(self, pool: ClientPool) -> None:
+        self.pool = pool
+        self.checkouts = 0
+        self.releases = 0
+
+    def checkout(self, block: bool = True, timeout: float | None = None) -> Any:
+        self.checkouts += 1
+        return _CountingLease(self, self.pool.checkout(block, timeout))
+
+
+class _CountingLease:
+    def __init__(self, owner: CountingPool, lease: Lease[Any]) -> None:
+        self.owner = owner
+        self.lease = lease
+
+    @property
+    def item(self) -> Any:
+        return self.lease.item
+
+    def release(self, discard: bool = False, exc: BaseException | None = None) -> None:
+        self.owner.releases += 1
+        self.lease.release(discard, exc)
+
+
+@pytest.fixture
+def count_releases() -> Callable[[ClientPool], CountingPool]:
+    """Wrap a pool in a :class:`CountingPool`, for the WSGI and Flask tests."""
+    return CountingPool

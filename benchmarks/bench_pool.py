@@ -1,0 +1,172 @@
+"""ClientPool against pylibmc.ClientPool, measured side by side in one run.
+
+Run it (it starts its own memcached on a free loopback port)::
+
+    .venv/bin/python benchmarks/bench_pool.py            # full run
+    .venv/bin/python benchmarks/bench_pool.py --quick    # a smoke run
+
+Two tables:
+
+1. Uncontended ``with pool.reserve(): pass`` in one thread, ns per
+   reserve+release (median of rounds), for mcpool, pylibmc, and a bare
+   ``collections.deque`` pop/append as the floor.
+2. Contention: 16 threads share 4 clients, each reservation doing one real
+   memcached ``get``. Throughput, and how evenly the threads were served
+   (the slowest and fastest thread's share of the mean, threads that got
+   nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import sys
+import threading
+import time
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+import pylibmc
+
+import mcpool
+from mcpool.testing import MemcachedServer
+
+
+def uncontended(
+    pools: dict[str, Any], rounds: int, number: int
+) -> dict[str, list[float]]:
+    """ns per reserve+release, one list of samples per pool, interleaved."""
+    samples: dict[str, list[float]] = {name: [] for name in pools}
+    for _ in range(rounds):
+        for name, pool in pools.items():
+            if name == "deque pop/append":
+                d = pool
+                stmt: Callable[[], object] = lambda d=d: d.append(d.pop())  # noqa: E731
+                t = min(timeit.repeat(stmt, number=number, repeat=3))
+            else:
+                t = min(
+                    timeit.repeat(
+                        "with pool.reserve(): pass",
+                        globals={"pool": pool},
+                        number=number,
+                        repeat=3,
+                    )
+                )
+            samples[name].append(t / number * 1e9)
+    return samples
+
+
+def contended(pool: Any, threads: int, seconds: float) -> dict[str, float]:
+    """Run *threads* threads doing reserve + get for *seconds*."""
+    done = [0] * threads
+    stop = threading.Event()
+    start = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        start.wait()
+        try:
+            while not stop.is_set():
+                with pool.reserve(block=True) as mc:
+                    mc.get("bench:key")
+                done[n] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    began = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - began
+    if errors:
+        raise RuntimeError(f"worker failed: {errors[0]!r}")
+    mean = statistics.mean(done)
+    return {
+        "ops_per_s": sum(done) / elapsed,
+        "min_share": min(done) / mean,
+        "max_share": max(done) / mean,
+        "starved": sum(1 for d in done if d == 0),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    rounds, number, seconds, reps = (
+        (3, 20_000, 0.5, 1)
+        if args.quick
+        else (
+            9,
+            100_000,
+            3.0,
+            5,
+        )
+    )
+
+    with MemcachedServer() as server:
+        master = pylibmc.Client([server.address], binary=True)
+        master.set("bench:key", "x" * 100)
+
+        pools: dict[str, Any] = {
+            "mcpool.ClientPool": mcpool.ClientPool(master, 4),
+            "pylibmc.ClientPool": pylibmc.ClientPool(master, 4),
+            "deque pop/append": collections.deque([object()]),
+        }
+        samples = uncontended(pools, rounds, number)
+        base = statistics.median(samples["pylibmc.ClientPool"])
+        print(f"Uncontended reserve+release, one thread ({rounds} rounds x {number})")
+        print()
+        print("| pool | median ns/op | min ns/op | speed-up vs pylibmc |")
+        print("|---|---:|---:|---:|")
+        results: dict[str, Any] = {"uncontended": {}, "contended": {}}
+        for name, values in samples.items():
+            med = statistics.median(values)
+            results["uncontended"][name] = med
+            print(f"| {name} | {med:.0f} | {min(values):.0f} | {base / med:.2f}x |")
+        print()
+
+        runs: dict[str, list[dict[str, float]]] = {"mcpool": [], "pylibmc": []}
+        for _ in range(reps):
+            runs["mcpool"].append(contended(mcpool.ClientPool(master, 4), 16, seconds))
+            runs["pylibmc"].append(
+                contended(pylibmc.ClientPool(master, 4), 16, seconds)
+            )
+        print(
+            f"Contention: 16 threads, 4 clients, one get per reservation "
+            f"({reps} runs x {seconds:.1f} s, medians)"
+        )
+        print()
+        print(
+            "| pool | ops/s | vs pylibmc | slowest thread / mean | "
+            "fastest thread / mean | threads starved |"
+        )
+        print("|---|---:|---:|---:|---:|---:|")
+        pylibmc_ops = statistics.median(r["ops_per_s"] for r in runs["pylibmc"])
+        for name, rs in runs.items():
+            med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            results["contended"][name] = med
+            print(
+                f"| {name} | {med['ops_per_s']:.0f} | "
+                f"{med['ops_per_s'] / pylibmc_ops:.2f}x | {med['min_share']:.2f} | "
+                f"{med['max_share']:.2f} | {med['starved']:.0f} |"
+            )
+        print()
+        print(f"python {sys.version.split()[0]}, pylibmc {pylibmc.__version__}")
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump(results, out, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The Flask apps :mod:`bench_wsgi` serves: one route, one memcached get, and
+a different way to get the client in each.
+
+Every app has the Flask example's ``GET /``: read the greeting, set it on a
+miss. Only the client handling differs:
+
+- ``connect``: a new ``pylibmc.Client`` per request, disconnected after it.
+- ``pylibmc-pool``: ``pylibmc.ClientPool`` by hand, ``reserve(block=True)``.
+- ``mcpool-pool``: ``mcpool.ClientPool`` by hand, ``with pool.reserve()``.
+- ``extension``: the Flask example itself (``examples.flask_app``), on
+  :mod:`mcpool.flask`.
+
+gunicorn loads them as ``"benchmarks.wsgi_apps:create_app('connect')"`` with
+the repository root as its working directory; ``MCPOOL_SERVERS`` and
+``MCPOOL_POOL_SIZE`` come from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pylibmc
+from flask import Flask
+
+import mcpool
+from examples import flask_app
+
+GREETING = "hello from memcached"
+
+
+def _greeting(mc: Any) -> str:
+    greeting: str | None = mc.get(flask_app.GREETING_KEY)
+    if greeting is None:
+        greeting = GREETING
+        mc.set(flask_app.GREETING_KEY, greeting)
+    return greeting
+
+
+def create_app(mode: str) -> Flask:
+    """The app for *mode* (see the module docstring)."""
+    if mode == "extension":
+        return flask_app.create_app()
+    servers = os.environ.get("MCPOOL_SERVERS", "127.0.0.1:11211").split(",")
+    size = int(os.environ.get("MCPOOL_POOL_SIZE", "10"))
+    app = Flask(__name__)
+
+    if mode == "connect":
+
+        def index() -> str:
+            mc = pylibmc.Client(servers, binary=True)
+            try:
+                return _greeting(mc)
+            finally:
+                mc.disconnect_all()
+
+    elif mode == "pylibmc-pool":
+        pylibmc_pool = pylibmc.ClientPool(pylibmc.Client(servers, binary=True), size)
+
+        def index() -> str:
+            with pylibmc_pool.reserve(block=True) as mc:
+                return _greeting(mc)
+
+    elif mode == "mcpool-pool":
+        mcpool_pool = mcpool.ClientPool(pylibmc.Client(servers, binary=True), size)
+
+        def index() -> str:
+            with mcpool_pool.reserve() as mc:
+                return _greeting(mc)
+
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+
+    app.add_url_rule("/", "index", index)
+    return app

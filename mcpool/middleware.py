@@ -1,0 +1,260 @@
+"""WSGI middleware that gives each request a pooled client, held until the
+server closes the response.
+
+.. code-block:: python
+
+    import pylibmc
+    from mcpool import ClientPool, PoolMiddleware
+
+    pool = ClientPool(pylibmc.Client(["127.0.0.1:11211"], binary=True), 8)
+
+    def app(environ, start_response):
+        mc = environ["mcpool.client"]          # nothing reserved yet
+        hits = mc.incr("hits") if mc.get("hits") else mc.set("hits", 1)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    app = PoolMiddleware(app, pool)
+
+The client is reserved on first use, so a request that never touches
+memcached holds nothing, and goes back to the pool when the server calls
+``close()`` on the response iterable, as PEP 3333 requires it to do after the
+last byte is sent. Releasing when the application *returns* would be wrong: a
+streaming body still runs after that, and the client would already be serving
+another request. The release also happens, exactly once, when the application
+raises, when iterating the body raises, when the client disconnects early (the
+server stops iterating and calls ``close()``), and when the application's own
+``close()`` raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["CheckoutPool", "PoolMiddleware", "RequestClient"]
+
+
+class _Lease(Protocol):
+    @property
+    def item(self) -> Any: ...
+
+    def release(
+        self, discard: bool = False, exc: BaseException | None = None
+    ) -> None: ...
+
+
+class CheckoutPool(Protocol):
+    """What the middleware needs of a pool: ``checkout()`` returning a lease
+    with ``.item`` and an idempotent ``.release(exc=...)``.
+
+    :class:`~mcpool.ClientPool`, :class:`~mcpool.Pool` and the thread-mapped
+    pool all qualify.
+    """
+
+    def checkout(self, block: bool = True, timeout: float | None = None) -> _Lease: ...
+
+
+_UNUSED, _RESERVED, _RELEASED = 0, 1, 2
+
+
+class RequestClient:
+    """One request's client: reserved from *pool* on first use, released once.
+
+    Attribute access and ``mc[key]`` go to the reserved client, so the object
+    can be used in place of a ``pylibmc.Client``:
+
+    >>> mc = environ["mcpool.client"]  # doctest: +SKIP
+    >>> mc.set("k", "v")  # the first use reserves a client
+    True
+
+    After :meth:`release`, using it raises :class:`RuntimeError` instead of
+    touching a client that may already serve another request. It belongs to
+    one request and is not meant to be shared between threads.
+
+    :param pool: any pool with ``checkout()`` (see :class:`CheckoutPool`).
+    """
+
+    __slots__ = ("pool", "_lease", "_client", "_state")
+
+    def __init__(self, pool: CheckoutPool) -> None:
+        self.pool = pool
+        self._lease: _Lease | None = None
+        self._client: Any = None
+        self._state = _UNUSED
+
+    @property
+    def client(self) -> Any:
+        """The reserved client, reserving it now if this is the first use.
+
+        :raises mcpool.PoolTimeout: no client became free within the pool's
+            timeout.
+        :raises RuntimeError: the request is over and the client was released.
+        """
+        client = self._client
+        if client is None:
+            client = self._reserve()
+        return client
+
+    @property
+    def reserved(self) -> bool:
+        """True while a client is reserved for this request."""
+        return self._state == _RESERVED
+
+    @property
+    def released(self) -> bool:
+        """True once :meth:`release` was called, whether or not a client was
+        ever reserved."""
+        return self._state == _RELEASED
+
+    def _reserve(self) -> Any:
+        if self._state == _RELEASED:
+            raise RuntimeError(
+                "this request's memcached client was already released (the "
+                "response was closed or the context torn down); a streaming "
+                "body must not outlive the request: wrap the generator in "
+                "flask.stream_with_context or serve through mcpool.PoolMiddleware"
+            )
+        lease = self.pool.checkout()
+        self._lease = lease
+        self._client = lease.item
+        self._state = _RESERVED
+        return self._client
+
+    def release(self, exc: BaseException | None = None) -> None:
+        """Return the client to the pool if one was reserved; later uses raise.
+
+        Idempotent: only the first call does anything.
+
+        :param exc: the exception that ended the request, if any; the pool's
+            ``discard_on`` decides whether it means the client is broken.
+        """
+        if self._state == _RELEASED:
+            return
+        self._state = _RELEASED
+        lease = self._lease
+        self._lease = None
+        self._client = None
+        if lease is not None:
+            lease.release(exc=exc)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names this class does not define: the client's.
+        # Private names stay here, so that copy/pickle probing an object
+        # made without __init__ gets an AttributeError, not a recursion.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.client, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.client[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.client[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del self.client[key]
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self.client
+
+    def __repr__(self) -> str:
+        state = ("unused", "reserved", "released")[self._state]
+        return f"<RequestClient {state} from {self.pool!r}>"
+
+
+class _ClosingResponse:
+    """The application's response iterable, releasing the request's client
+    after its own ``close()``.
+
+    A class rather than a generator: a wrapping generator closed early gets
+    ``GeneratorExit`` at its ``yield``, and code there that catches too much
+    swallows it or skips the release.
+    """
+
+    __slots__ = ("_response", "_iterator", "_request_client")
+
+    def __init__(
+        self, response: Iterable[bytes], request_client: RequestClient
+    ) -> None:
+        self._response = response
+        self._iterator: Iterator[bytes] | None = None
+        self._request_client: RequestClient | None = request_client
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        iterator = self._iterator
+        if iterator is None:
+            iterator = self._iterator = iter(self._response)
+        try:
+            return next(iterator)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            # A server that loses the body this way may never call close().
+            self._close(exc)
+            raise
+
+    def close(self) -> None:
+        """Close the application's iterable, then release the client."""
+        self._close(None)
+
+    def _close(self, exc: BaseException | None) -> None:
+        request_client = self._request_client
+        if request_client is None:
+            return
+        self._request_client = None
+        # Close the iterable the application returned, not iter() of it: a
+        # list's iterator has no close(), a generator is its own iterator,
+        # and an object with both __iter__ and close() expects the latter.
+        close = getattr(self._response, "close", None)
+        try:
+            if close is not None:
+                close()
+        except BaseException as close_exc:
+            request_client.release(exc=exc if exc is not None else close_exc)
+            raise
+        request_client.release(exc=exc)
+
+
+class PoolMiddleware:
+    """Give each request a lazily reserved client at ``environ[environ_key]``.
+
+    :param app: the WSGI application to wrap.
+    :param pool: a :class:`~mcpool.ClientPool`, a thread-mapped pool, or any
+        pool with ``checkout()``. With a thread-mapped pool the request's
+        thread keeps its client bound until the response is closed.
+    :param environ_key: where the :class:`RequestClient` goes in the environ.
+
+    The middleware keeps nothing per request on itself: each call makes its
+    own :class:`RequestClient`, so one instance serves any number of threads.
+
+    >>> app.wsgi_app = PoolMiddleware(app.wsgi_app, pool)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        pool: CheckoutPool,
+        environ_key: str = "mcpool.client",
+    ) -> None:
+        self.app = app
+        self.pool = pool
+        self.environ_key = environ_key
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        request_client = RequestClient(self.pool)
+        environ[self.environ_key] = request_client
+        try:
+            response = self.app(environ, start_response)
+        except BaseException as exc:
+            request_client.release(exc=exc)
+            raise
+        return _ClosingResponse(response, request_client)
