@@ -64,6 +64,8 @@ run_tests() {
     "$py" -m ruff format --check .
     echo "== mypy --strict mcpool/"
     "$py" -m mypy --strict mcpool/
+    echo "== sphinx (warnings are errors)"
+    "$py" -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
     echo "== pytest"
     "$py" -m pytest "$@"
 }
