@@ -39,7 +39,8 @@ from mcpool.testing import MemcachedServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-APP_MODULE = "deploy_app"
+FACTORY_MODULE = "examples.flask_app"
+ENTRY = "deploy_app:application"  # tests/deploy_app.py: create_app() and more
 GREETING = "hello from memcached"
 
 REQUESTS = 200
@@ -82,12 +83,17 @@ class Deployment:
 
 
 def werkzeug_threaded(port: int) -> list[str]:
-    code = (
-        "from werkzeug.serving import run_simple;"
-        f"from {APP_MODULE} import application;"
-        f"run_simple('127.0.0.1', {port}, application, threaded=True)"
-    )
-    return [sys.executable, "-c", code]
+    return [
+        tool("flask"),
+        "--app",
+        FACTORY_MODULE,
+        "run",
+        "--with-threads",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
 
 
 def waitress(port: int) -> list[str]:
@@ -95,7 +101,8 @@ def waitress(port: int) -> list[str]:
         tool("waitress-serve"),
         f"--listen=127.0.0.1:{port}",
         "--threads=8",
-        f"{APP_MODULE}:application",
+        "--call",
+        f"{FACTORY_MODULE}:create_app",
     ]
 
 
@@ -108,7 +115,9 @@ def gunicorn(*options: str) -> Callable[[int], list[str]]:
             "--workers",
             "2",
             *options,
-            f"{APP_MODULE}:application",
+            # The factory, as the guide says; --preload needs the entry
+            # module that uses the pool before the fork.
+            ENTRY if "--preload" in options else f"{FACTORY_MODULE}:create_app()",
         ]
 
     return command
@@ -128,7 +137,7 @@ def uwsgi(*options: str) -> Callable[[int], list[str]]:
             "--home",
             sys.prefix,
             "--module",
-            f"{APP_MODULE}:application",
+            ENTRY,
             "--need-app",
             "--disable-logging",
             *options,
