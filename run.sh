@@ -65,7 +65,7 @@ run_tests() {
     echo "== mypy --strict mcpool/"
     "$py" -m mypy --strict mcpool/
     echo "== sphinx (warnings are errors)"
-    "$py" -m sphinx -W --keep-going -q -b html docs docs/_build/html
+    "$py" -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
     echo "== pytest"
     "$py" -m pytest "$@"
 }
