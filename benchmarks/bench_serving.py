@@ -1,13 +1,14 @@
-"""Replies/s of a Flask app: a thread per request vs pooled threads vs waitress.
+"""Replies/s of the Flask example: a thread per request vs pooled threads vs waitress.
 
 Run it (it starts its own memcached and servers on free loopback ports)::
 
     .venv/bin/python benchmarks/bench_serving.py            # full run
     .venv/bin/python benchmarks/bench_serving.py --quick    # a smoke run
 
-The app answers every request with one memcached ``get`` through a
-:class:`mcpool.ClientPool` (a 16 KiB value by default, the reply size of the
-old measurement). Each server runs in a process of its own:
+The app is the Flask example, ``examples.flask_app``: ``GET /`` is one
+memcached ``get`` through the extension's :class:`mcpool.ClientPool`, and
+its value is set to 16 KiB by default, the reply size of the old
+measurement. Each server runs in a process of its own:
 
 - ``thread per request``: Werkzeug's threaded server (``flask run``'s), a
   new thread for every connection;
@@ -44,14 +45,17 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for examples.flask_app
 
 SERVERS = {
     "thread per request": "werkzeug-threaded",
     "pooled threads": "mcpool-pooled",
     "waitress": "waitress",
 }
-VALUE_KEY = "bench_serving:value"
 OLD_RATIO = 1500 / 500
 
 
@@ -59,26 +63,13 @@ OLD_RATIO = 1500 / 500
 
 
 def make_app(memcached: str) -> Any:
-    """The Flask app: one memcached get per request through a ClientPool."""
-    import pylibmc
-    from flask import Flask
-
-    from mcpool import ClientPool
+    """The Flask example (``examples.flask_app``): ``GET /`` is one memcached
+    get of :data:`~examples.flask_app.GREETING_KEY` through its ClientPool."""
+    from examples.flask_app import create_app
 
     # Enough clients that no request waits for one, whatever the server's
     # thread count: the pool makes them lazily.
-    pool = ClientPool(pylibmc.Client([memcached], binary=True), 256)
-    app = Flask(__name__)
-
-    @app.get("/")
-    def index() -> bytes:
-        with pool.reserve() as mc:
-            value: bytes | None = mc.get(VALUE_KEY)
-        if value is None:
-            return b"missing"
-        return value
-
-    return app
+    return create_app({"MCPOOL_SERVERS": [memcached], "MCPOOL_POOL_SIZE": 256})
 
 
 def serve(kind: str, port: int, memcached: str, workers: int) -> None:
@@ -292,7 +283,7 @@ def generate_load(port: int, connections: int, seconds: float) -> None:
 # -- the comparison ----------------------------------------------------------
 
 
-def check_reply(port: int, value: bytes) -> None:
+def check_reply(port: int, value: str) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request("GET", "/")
@@ -300,7 +291,7 @@ def check_reply(port: int, value: bytes) -> None:
         body = response.read()
     finally:
         conn.close()
-    if response.status != 200 or body != value:
+    if response.status != 200 or body != value.encode():
         raise RuntimeError(f"bad reply on port {port}: {response.status} {body[:60]!r}")
 
 
@@ -336,13 +327,15 @@ def main() -> int:
         args.rounds, args.seconds = 1, 1.0
     use_wrk = shutil.which("wrk") is not None and not args.python_load
     load = wrk_load if use_wrk else python_load
-    value = os.urandom(args.body_size // 2).hex().encode()[: args.body_size]
+    value = os.urandom(args.body_size // 2).hex()[: args.body_size]
 
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in SERVERS}
     summaries: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVERS}
     with MemcachedServer() as memcached:
         master = pylibmc.Client([memcached.address], binary=True)
-        master.set(VALUE_KEY, value)
+        from examples.flask_app import GREETING_KEY
+
+        master.set(GREETING_KEY, value)  # what GET / answers
         for round_number in range(args.rounds):
             for name, kind in SERVERS.items():
                 server = ServerProcess(kind, memcached.address, args.workers)

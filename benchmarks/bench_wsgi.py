@@ -4,18 +4,19 @@ request, driven from another process.
 Run it from the repository root (it starts its own memcached on a free
 loopback port, and one gunicorn per variant on free ports)::
 
-    .venv/bin/python benchmarks/bench_wsgi.py             # 7 rounds of 3 s
+    .venv/bin/python benchmarks/bench_wsgi.py             # 7 rounds of 3 s each
     .venv/bin/python benchmarks/bench_wsgi.py --quick     # a smoke run
 
 The load comes from ``wrk`` (``apt-get install wrk``) when it is on PATH, or
 else from a Python load generator in a separate process (``--python-load``
 forces it). Each variant (see :mod:`wsgi_apps`) runs in its own gunicorn
 (``-k gthread``, ``--workers``, ``--threads``, pool size = threads); all
-of them are started first, then measured in turn, round after round, so that
-drift on the machine spreads over every variant. The table gives medians
-over rounds of requests/s and p99 latency, the memcached connections each
-variant opened per 1,000 requests, and ratios to connect-per-request and to
-hand-written mcpool pool code.
+of them are started first, then measured in turn, round after round, in a
+new random order each round, so that drift on the machine spreads over every
+variant. The table gives medians over rounds of requests/s, p99 latency and
+server CPU time per request, the memcached connections each variant opened
+per 1,000 requests, and ratios to connect-per-request and to hand-written
+mcpool pool code.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -261,6 +263,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="1 round of 1 s")
+    parser.add_argument("--seed", type=int, default=1, help="of the variant order")
     parser.add_argument("--python-load", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
@@ -295,8 +298,15 @@ def main() -> None:
                 )
             for server in servers.values():
                 server.wait_ready()
+            order = list(servers)
+            shuffle = random.Random(args.seed).shuffle
             for _ in range(args.rounds):
-                for name, server in servers.items():
+                # A new order each round: a variant that always ran right
+                # after another would inherit its after-effects (sockets in
+                # TIME_WAIT, a warm or cold CPU cache, other tenants' load).
+                shuffle(order)
+                for name in order:
+                    server = servers[name]
                     load(server.port, args.connections, args.warmup)
                     before = int(memcached.stats()["total_connections"])
                     cpu_before = server.cpu_seconds() + _cpu_seconds(memcached.pid)

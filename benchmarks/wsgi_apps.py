@@ -5,10 +5,14 @@ Every app has the Flask example's ``GET /``: read the greeting, set it on a
 miss. Only the client handling differs:
 
 - ``connect``: a new ``pylibmc.Client`` per request, disconnected after it.
-- ``pylibmc-pool``: ``pylibmc.ClientPool`` by hand, ``reserve(block=True)``.
-- ``mcpool-pool``: ``mcpool.ClientPool`` by hand, ``with pool.reserve()``.
+- ``pylibmc-pool``: ``pylibmc.ClientPool`` of ``pylibmc.Client`` by hand,
+  ``reserve(block=True)``.
+- ``mcpool-pool``: ``mcpool.ClientPool`` of ``mcpool.Client`` by hand,
+  ``with pool.reserve()``: the same client and pool as the extension's.
 - ``extension``: the Flask example itself (``examples.flask_app``), on
-  :mod:`mcpool.flask`.
+  :mod:`mcpool.flask` (``MCPOOL_POOL`` from the environment picks the pool).
+
+All use memcached's text protocol, the default of both client classes.
 
 gunicorn loads them as ``"benchmarks.wsgi_apps:create_app('connect')"`` with
 the repository root as its working directory; ``MCPOOL_SERVERS`` and
@@ -48,21 +52,21 @@ def create_app(mode: str) -> Flask:
     if mode == "connect":
 
         def index() -> str:
-            mc = pylibmc.Client(servers, binary=True)
+            mc = pylibmc.Client(servers)
             try:
                 return _greeting(mc)
             finally:
                 mc.disconnect_all()
 
     elif mode == "pylibmc-pool":
-        pylibmc_pool = pylibmc.ClientPool(pylibmc.Client(servers, binary=True), size)
+        pylibmc_pool = pylibmc.ClientPool(pylibmc.Client(servers), size)
 
         def index() -> str:
             with pylibmc_pool.reserve(block=True) as mc:
                 return _greeting(mc)
 
     elif mode == "mcpool-pool":
-        mcpool_pool = mcpool.ClientPool(pylibmc.Client(servers, binary=True), size)
+        mcpool_pool = mcpool.ClientPool(mcpool.Client(servers), size)
 
         def index() -> str:
             with mcpool_pool.reserve() as mc:

@@ -283,7 +283,10 @@ def main(argv: list[str] | None = None) -> int:
                 outcomes["logged in"] == args.user_limit,
                 f"only {args.user_limit} of 20 could log in",
             )
-            _wait_until(lambda: handler_sessions[USER] == 0)
+            expect(
+                _wait_until(lambda: handler_sessions[USER] == 0),
+                "the server saw every session end",
+            )
 
             pool = make_pool(address, args.pool_size, check_after=args.server_idle / 2)
 
@@ -319,8 +322,11 @@ def main(argv: list[str] | None = None) -> int:
             )
 
             print(f"\n3. idle past the server's {args.server_idle:g} s timeout")
-            _wait_until(
-                lambda: handler_sessions[USER] == 0, timeout=args.server_idle * 10
+            expect(
+                _wait_until(
+                    lambda: handler_sessions[USER] == 0, timeout=args.server_idle * 10
+                ),
+                "the server dropped the idle pooled sessions",
             )
             before = pool.stats()
             # Hold every pooled connection at once, so that each one is
@@ -348,27 +354,26 @@ def main(argv: list[str] | None = None) -> int:
             )
 
             print("\n4. a missing file")
-            before = pool.stats()
             try:
-                pooled_download("no-such-file.bin")
+                with pool.reserve() as ftp:
+                    failed_on = ftp
+                    download(ftp, "no-such-file.bin")
                 expect(False, "the missing file raised")
             except ftplib.error_perm as exc:
                 print(f"  ftplib.error_perm: {exc}")
-            after = pool.stats()
-            expect(
-                after.discarded == before.discarded,
-                "the connection went back to the pool",
-            )
-            expect(
-                pooled_download(names[0]) == checksums[names[0]],
-                "the next download is fine",
-            )
+            # The pool hands out the most recently returned connection first.
+            with pool.reserve() as ftp:
+                expect(ftp is failed_on, "the connection went back to the pool")
+                expect(
+                    download(ftp, names[0]) == checksums[names[0]],
+                    "the next download on it is fine",
+                )
 
             print("\n5. closing the pool")
             pool.close()
-            _wait_until(lambda: handler_sessions[USER] == 0)
             expect(
-                handler_sessions[USER] == 0, "QUIT ended every session on the server"
+                _wait_until(lambda: handler_sessions[USER] == 0),
+                "QUIT ended every session on the server",
             )
             expect(pool.stats().size == 0, "the pool holds nothing")
 
@@ -376,10 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if not failures else 1
 
 
-def _wait_until(condition: Any, timeout: float = 10.0) -> None:
+def _wait_until(condition: Any, timeout: float = 10.0) -> bool:
+    """Poll the server thread's counter until *condition* holds or *timeout*."""
     deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.01)
+    return True
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ views under the raw URL path as the key. Here:
   ``environ["mcpool.client"]``, reserved on first use and returned when the
   server closes the response. Requests for ``/favicon.ico`` never touch
   memcached and hold nothing.
-- The key is made from the path by hashing it: a raw path may hold spaces,
-  control bytes, ``\\r\\n`` (a protocol injection in the text protocol) or
-  more than 250 bytes, none of which memcached accepts as a key.
+- The key is made from the path with :func:`mcpool.safe_key`: a raw path may
+  hold spaces, control bytes, ``\\r\\n`` (a protocol injection in the text
+  protocol) or more than 250 bytes, none of which memcached accepts as a
+  key. :class:`mcpool.Client` would refuse such a key with
+  :class:`mcpool.InvalidKey`; ``safe_key`` maps any path to a valid key,
+  readable and unique (it ends with a digest of the whole path).
 - The pool is bounded and fair, waits up to two seconds for a client when
   every thread is busy, and replaces a client whose connection broke.
 
@@ -24,12 +27,10 @@ Run it (starts its own memcached on a free loopback port unless
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from collections.abc import Iterable
 from typing import Any
 
-import pylibmc
 from werkzeug.serving import run_simple
 from werkzeug.wrappers import Request, Response
 
@@ -37,10 +38,8 @@ import mcpool
 
 
 def page_key(path: str) -> str:
-    """A memcached key for a URL path: ASCII, no spaces, 50 bytes whatever the
-    path is."""
-    raw = path.encode("utf-8", "surrogateescape")
-    return "pageviews:" + hashlib.sha1(raw).hexdigest()
+    """A valid memcached key for any URL path."""
+    return mcpool.safe_key(path, prefix="pageviews:")
 
 
 @Request.application  # type: ignore[arg-type]
@@ -58,7 +57,7 @@ def count_views(request: Request) -> Response:
 def create_app(servers: list[str], threads: int = 8) -> Any:
     """The counter wrapped in :class:`mcpool.PoolMiddleware` on a pool of
     *threads* clients (one per server thread, so no request waits)."""
-    master = pylibmc.Client(servers, binary=True)
+    master = mcpool.Client(servers)
     pool = mcpool.ClientPool(master, threads)
     return mcpool.PoolMiddleware(count_views, pool)
 

@@ -14,8 +14,9 @@
 
         @app.route("/")
         def index():
-            hits = memcache.client.incr("hits")  # reserved on first use
-            return f"{hits} hits"
+            mc = memcache.client       # nothing reserved yet
+            mc.add("hits", 0)          # the first use reserves a client
+            return f"{mc.incr('hits')} hits"
 
         return app
 
@@ -62,6 +63,7 @@ except ImportError as exc:  # pragma: no cover - flask is installed for tests
         f"mcpool.flask needs Flask ({exc}); install it with 'pip install mcpool[flask]'"
     ) from exc
 
+from .client import DEFAULT_TIMEOUT, Client
 from .clientpool import ClientPool
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Reservation
@@ -74,7 +76,9 @@ __all__ = ["CONFIG_DEFAULTS", "MemcachePool", "PoolState", "cli"]
 #: before it (from a file, from the environment) win.
 CONFIG_DEFAULTS: dict[str, Any] = {
     "MCPOOL_SERVERS": ["127.0.0.1:11211"],
-    "MCPOOL_BINARY": True,
+    "MCPOOL_SAFE_CLIENT": True,
+    "MCPOOL_SERVER_TIMEOUT": DEFAULT_TIMEOUT,
+    "MCPOOL_BINARY": None,
     "MCPOOL_BEHAVIORS": {},
     "MCPOOL_USERNAME": None,
     "MCPOOL_PASSWORD": None,
@@ -225,8 +229,9 @@ class MemcachePool:
     ) -> Reservation[Any]:
         """Reserve a client of the current app's pool for one ``with`` block.
 
-        Independent of :attr:`client`: the block gets a client of its own
-        and returns it on exit.
+        Independent of :attr:`client`: with a ``"queue"`` pool the block gets
+        a client of its own and returns it on exit; with a ``"thread"`` pool
+        it gets the thread's client, as every reserve in that thread does.
 
         >>> with memcache.reserve() as mc:  # doctest: +SKIP
         ...     mc.set("k", "v")
@@ -316,7 +321,8 @@ def _forget_released_client(app: Flask, **extra: Any) -> None:
 
 def _state_from_config(config: Mapping[str, Any]) -> PoolState:
     servers = _parse_servers(config["MCPOOL_SERVERS"])
-    binary = _parse_bool(config, "MCPOOL_BINARY")
+    safe = _parse_bool(config, "MCPOOL_SAFE_CLIENT")
+    binary = _parse_optional_bool(config, "MCPOOL_BINARY")
     behaviors = _parse_mapping(config, "MCPOOL_BEHAVIORS")
     client_options = _parse_mapping(config, "MCPOOL_CLIENT_OPTIONS")
     pool_options = _parse_mapping(config, "MCPOOL_POOL_OPTIONS")
@@ -324,10 +330,17 @@ def _state_from_config(config: Mapping[str, Any]) -> PoolState:
     password = config["MCPOOL_PASSWORD"] or None
     if (username is None) != (password is None):
         raise ValueError("set both MCPOOL_USERNAME and MCPOOL_PASSWORD, or neither")
-    if username is not None and not binary:
+    if username is not None and binary is False:
         raise ValueError(
             "SASL authentication (MCPOOL_USERNAME) needs the binary protocol: "
-            "set MCPOOL_BINARY = True"
+            "leave MCPOOL_BINARY unset or set it to True"
+        )
+    if binary is None:
+        binary = username is not None
+    server_timeout = _parse_number(config, "MCPOOL_SERVER_TIMEOUT", float)
+    if server_timeout <= 0:
+        raise ValueError(
+            f"MCPOOL_SERVER_TIMEOUT must be positive seconds, got {server_timeout}"
         )
     kind = config["MCPOOL_POOL"]
     if kind not in POOL_KINDS:
@@ -348,19 +361,33 @@ def _state_from_config(config: Mapping[str, Any]) -> PoolState:
         if username is not None:
             options["username"] = username
             options["password"] = password
+        if safe:
+            return Client(addresses, timeout=server_timeout, **options)
         return pylibmc.Client(addresses, **options)
 
-    master = make_client(servers)
-    pool = _make_pool(kind, master, size, timeout, pool_options)
+    try:
+        master = make_client(servers)
+    except TypeError as exc:
+        raise ValueError(
+            f"MCPOOL_CLIENT_OPTIONS {client_options!r} do not fit the client: {exc}"
+        ) from None
+    try:
+        pool = _make_pool(kind, master, size, timeout, pool_options)
+    except TypeError as exc:
+        raise ValueError(
+            f"MCPOOL_POOL_OPTIONS {pool_options!r} do not fit the {kind!r} pool: {exc}"
+        ) from None
     return PoolState(pool, master, servers, environ_key, make_client)
 
 
 def _make_pool(
     kind: str, master: Any, size: int, timeout: float, options: dict[str, Any]
 ) -> Any:
-    if kind == "queue":
-        return ClientPool(master, size, timeout=timeout, **options)
-    return ThreadMappedPool(master, size, timeout=timeout, **options)
+    if kind == "thread":
+        # A client per thread, at most *size* bound at once; a thread that
+        # finds them all bound waits up to *timeout*.
+        return ThreadMappedPool(master, size, timeout=timeout, **options)
+    return ClientPool(master, size, timeout=timeout, **options)
 
 
 def _parse_servers(value: Any) -> list[str]:
@@ -379,6 +406,7 @@ def _parse_servers(value: Any) -> list[str]:
     return servers
 
 
+_UNSET = {"", "none"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -390,6 +418,13 @@ def _parse_bool(config: Mapping[str, Any], name: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise ValueError(f"{name} must be a bool (or 'true'/'false'), got {value!r}")
+
+
+def _parse_optional_bool(config: Mapping[str, Any], name: str) -> bool | None:
+    value = config[name]
+    if value is None or (isinstance(value, str) and value.strip().lower() in _UNSET):
+        return None
+    return _parse_bool(config, name)
 
 
 def _parse_number(

@@ -3,16 +3,16 @@ server closes the response.
 
 .. code-block:: python
 
-    import pylibmc
-    from mcpool import ClientPool, PoolMiddleware
+    from mcpool import Client, ClientPool, PoolMiddleware
 
-    pool = ClientPool(pylibmc.Client(["127.0.0.1:11211"], binary=True), 8)
+    pool = ClientPool(Client(["127.0.0.1:11211"]), 8)
 
     def app(environ, start_response):
-        mc = environ["mcpool.client"]          # nothing reserved yet
-        hits = mc.incr("hits") if mc.get("hits") else mc.set("hits", 1)
+        mc = environ["mcpool.client"]    # nothing reserved yet
+        mc.add("hits", 0)                # the first use reserves a client
+        hits = mc.incr("hits")
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"ok"]
+        return [f"{hits} hits".encode()]
 
     app = PoolMiddleware(app, pool)
 
@@ -51,8 +51,8 @@ class CheckoutPool(Protocol):
     """What the middleware needs of a pool: ``checkout()`` returning a lease
     with ``.item`` and an idempotent ``.release(exc=...)``.
 
-    :class:`~mcpool.ClientPool`, :class:`~mcpool.Pool` and the thread-mapped
-    pool all qualify.
+    :class:`~mcpool.ClientPool`, :class:`~mcpool.Pool` and
+    :class:`~mcpool.ThreadMappedPool` all qualify.
     """
 
     def checkout(self, block: bool = True, timeout: float | None = None) -> _Lease: ...
@@ -226,9 +226,10 @@ class PoolMiddleware:
     """Give each request a lazily reserved client at ``environ[environ_key]``.
 
     :param app: the WSGI application to wrap.
-    :param pool: a :class:`~mcpool.ClientPool`, a thread-mapped pool, or any
-        pool with ``checkout()``. With a thread-mapped pool the request's
-        thread keeps its client bound until the response is closed.
+    :param pool: a :class:`~mcpool.ClientPool`, a
+        :class:`~mcpool.ThreadMappedPool`, or any pool with ``checkout()``.
+        With a thread-mapped pool the request uses its thread's client, which
+        stays bound to the thread after the response is closed.
     :param environ_key: where the :class:`RequestClient` goes in the environ.
 
     The middleware keeps nothing per request on itself: each call makes its

@@ -77,6 +77,13 @@ def _reset_pools_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_pools_in_child)
 
+# In a child forked without the at-fork hooks (uWSGI's workers), several
+# threads can find a pool's fork marker cleared at once; only the first may
+# reset the pool, or a second reset orphans what the first handed out (and
+# its connection stays open for good). One lock per process, made in that
+# process, so that no lock a parent's thread held at the fork is ever used.
+_fork_reset_locks: dict[int, threading.Lock] = {}
+
 
 class _PidMarker:
     """Fallback fork detector: ``marker[0]`` is 0 once the pid has changed."""
@@ -283,7 +290,6 @@ class Pool(Generic[T]):
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()
-        self._fork_marker = _new_fork_marker()
         self._generation += 1
         self._idle: deque[Reservation[T]] = deque()
         self._waiters: deque[_Waiter] = deque()
@@ -296,6 +302,10 @@ class Pool(Generic[T]):
         self._waits = 0
         self._total_wait = 0.0
         self._max_wait = 0.0
+        # Last: in a child forked without at-fork hooks, a thread that reads
+        # the new marker skips the reset, so everything it reads next must
+        # already be the child's own.
+        self._fork_marker = _new_fork_marker()
 
     @property
     def reset(self) -> Callable[[T], object] | None:
@@ -336,7 +346,7 @@ class Pool(Generic[T]):
         ...     item.use()
         """
         if not self._fork_marker[0]:
-            self._after_fork()
+            self._after_unhooked_fork()
         lock = self._lock
         lock.acquire()
         idle = self._idle
@@ -679,6 +689,12 @@ class Pool(Generic[T]):
         # No replenishing here: this may run inside os.fork()'s at-fork hook,
         # where a factory that connects somewhere has no business running.
         self._update_vetting()
+
+    def _after_unhooked_fork(self) -> None:
+        """Reset once in a child whose fork ran no at-fork hooks."""
+        with _fork_reset_locks.setdefault(os.getpid(), threading.Lock()):
+            if not self._fork_marker[0]:
+                self._after_fork()
 
     def _on_fork(self) -> None:
         """Subclass hook, run in a forked child before the state is reset."""

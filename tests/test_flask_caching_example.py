@@ -71,3 +71,33 @@ def test_a_busy_pool_times_out_and_the_next_call_works(
         lease.release()
         assert cache.get("k") == "v"
     assert client.pool.stats().in_use == 0
+
+
+def test_the_extension_reads_what_flask_caching_wrote_and_back(
+    fresh_memcached: MemcachedServer,
+) -> None:
+    # The migration page's claim: values are stored the same way, so moving
+    # from Flask-Caching's backend to mcpool.flask keeps the cache's contents.
+    from flask import Flask
+    from flask_caching import Cache
+
+    from mcpool.flask import MemcachePool
+
+    app = Flask(__name__)
+    cache = Cache(
+        app,
+        config={
+            "CACHE_TYPE": "MemcachedCache",
+            "CACHE_MEMCACHED_SERVERS": [fresh_memcached.address],
+            "CACHE_KEY_PREFIX": "myapp:",
+        },
+    )
+    app.config["MCPOOL_SERVERS"] = [fresh_memcached.address]
+    memcache = MemcachePool()
+    memcache.init_app(app)
+    with app.app_context():
+        cache.set("user:42", {"name": "ann"}, timeout=300)
+        assert memcache.client.get("myapp:user:42") == {"name": "ann"}
+        assert memcache.client.get("myapp:user:0") is None
+        memcache.client.set("myapp:user:43", ["bob"], time=300)
+        assert cache.get("user:43") == ["bob"]

@@ -17,7 +17,7 @@ from werkzeug.middleware.lint import LintMiddleware
 from werkzeug.serving import make_server
 from werkzeug.test import Client
 
-from mcpool import ClientPool, PoolMiddleware, RequestClient
+from mcpool import ClientPool, PoolMiddleware, RequestClient, ThreadMappedPool
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -602,3 +602,78 @@ def test_threaded_server_client_disconnect_mid_stream_releases(
             assert server.get("/again") == (200, b"yy")
         stats = pool.stats()
         assert stats.discarded == 0 and stats.in_use == 0
+
+
+# -- with a ThreadMappedPool ---------------------------------------------------
+
+
+def test_thread_mapped_pool_keeps_the_threads_client_bound(
+    master: pylibmc.Client,
+) -> None:
+    seen: list[Any] = []
+
+    with ThreadMappedPool(master, 4) as pool:
+
+        def app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+            mc = environ["mcpool.client"]
+            mc.get(key("tm"))
+            with pool.reserve() as nested:  # code deeper in the app
+                seen.append(nested is mc.client)
+            seen.append(mc.client)
+            start_response("200 OK", [])
+            yield b"streamed"
+            seen.append(mc.get(key("tm-stream")) is None)
+
+        middleware = PoolMiddleware(app, pool)
+        for _ in range(2):
+            response = call(middleware)
+            assert b"".join(response) == b"streamed"
+            response.close()  # type: ignore[attr-defined]
+        assert seen[0] is True and seen[2] is True
+        assert seen[1] is seen[4], "the next request in this thread: same client"
+        stats = pool.stats()
+        assert (stats.created, stats.discarded) == (1, 0)
+        # The client stays bound to this thread between requests, and goes
+        # back when the thread lets go of it.
+        pool.relinquish()
+        assert pool.stats().in_use == 0
+
+
+def test_thread_mapped_pool_under_a_thread_per_request_server(
+    master: pylibmc.Client,
+) -> None:
+    prefix = key("tm-server")
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+        mc = environ["mcpool.client"]
+        name = environ["PATH_INFO"].strip("/")
+        mc.set(f"{prefix}:{name}", name)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield mc.get(f"{prefix}:{name}").encode()
+
+    wrong: list[object] = []
+    with ThreadMappedPool(master, 4, max_spare=4) as pool:
+        with ServerThread(PoolMiddleware(app, pool)) as server:
+
+            def worker(n: int) -> None:
+                for i in range(10):
+                    try:
+                        status, body = server.get(f"/t{n}-{i}")
+                    except OSError as exc:  # pragma: no cover - reported below
+                        wrong.append(exc)
+                        continue
+                    if (status, body) != (200, f"t{n}-{i}".encode()):
+                        wrong.append((status, body))
+
+            threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            # Each request ran in a thread of its own; its client went back
+            # to the pool when that thread ended.
+            assert wait_until(lambda: pool.stats().in_use == 0)
+        stats = pool.stats()
+        assert wrong == []
+        assert stats.created <= 4 and stats.discarded == 0
+        assert stats.reserves == 40, "a thread per request: one binding each"

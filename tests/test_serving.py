@@ -161,10 +161,11 @@ def test_pool_grows_to_max_then_queues_then_shrinks_to_min_when_idle(
     assert len(set(replies)) <= 4  # no request had a thread of its own
 
     # Idle past idle_timeout, the extra workers exit and are not replaced.
-    stats = wait_for(server, lambda s: s.workers == 1 and s.retired == 3)
-    assert (stats.busy, stats.queued, stats.handled, stats.errors) == (0, 0, 6, 0)
+    stats = wait_for(
+        server, lambda s: s.workers == 1 and s.retired == 3 and s.handled == 6
+    )
+    assert (stats.busy, stats.queued, stats.errors) == (0, 0, 0)
     assert stats.peak_workers == 4
-    assert len(worker_threads()) <= 2  # the last retiree may still be returning
     assert ask(server, b"after") != b""
 
 

@@ -19,8 +19,11 @@ from typing import Any
 
 import pylibmc
 import pytest
+import werkzeug.serving
 
-from mcpool import ClientPool
+from examples.flask_app import create_app
+from mcpool import ClientPool, ThreadMappedPool
+from mcpool.flask import MemcachePool
 from mcpool.serving import PoolingWSGIServer, make_server
 from mcpool.testing import MemcachedServer, free_port
 
@@ -29,7 +32,9 @@ WAIT = 10.0
 StartResponse = Callable[..., Any]
 
 
-def greeting_app(pool: ClientPool) -> Callable[[dict[str, Any], StartResponse], Any]:
+def greeting_app(
+    pool: ClientPool | ThreadMappedPool,
+) -> Callable[[dict[str, Any], StartResponse], Any]:
     """One memcached get per request; ``/raise`` fails after its get."""
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -44,7 +49,7 @@ def greeting_app(pool: ClientPool) -> Callable[[dict[str, Any], StartResponse], 
     return app
 
 
-def get(server: PoolingWSGIServer, path: str = "/") -> tuple[int, str]:
+def get(server: werkzeug.serving.BaseWSGIServer, path: str = "/") -> tuple[int, str]:
     url = f"http://127.0.0.1:{server.port}{path}"
     try:
         with urllib.request.urlopen(url, timeout=WAIT) as response:
@@ -92,8 +97,9 @@ def test_concurrent_requests_share_few_workers_and_clients(
     assert values == {"hello"}
     assert all(name.startswith("PoolingWSGIServer-worker-") for name in threads)
     assert len(threads) <= 4
-    workers = server.worker_stats()
-    assert workers.peak_workers <= 4 and workers.handled == 200
+    # A client has its reply when the socket closes, just before the count.
+    assert server.wait_for_workers(lambda s: s.handled == 200, WAIT)
+    assert server.worker_stats().peak_workers <= 4
     stats = pool.stats()
     assert stats.in_use == 0 and stats.created <= 4 and stats.reserves == 200
 
@@ -137,8 +143,62 @@ def test_each_connection_carries_one_request(serve: Any, pool: ClientPool) -> No
     assert reply.endswith(b"hello from PoolingWSGIServer-worker-1")
 
 
+def test_serves_the_flask_example_on_pooled_workers(
+    serve: Any, memcached: MemcachedServer
+) -> None:
+    app = create_app({"MCPOOL_SERVERS": memcached.address})
+    pool = MemcachePool.get_state(app).pool
+    try:
+        server = serve(app, min_workers=1, max_workers=4, min_spare_workers=0)
+        with ThreadPoolExecutor(12) as clients:
+            replies = list(clients.map(lambda _: get(server), range(120)))
+        assert set(replies) == {(200, "hello from memcached")}
+        assert server.wait_for_workers(lambda s: s.handled == 120, WAIT)
+        workers = server.worker_stats()
+        assert workers.started <= 4 and workers.errors == 0
+        stats = pool.stats()
+        assert stats.in_use == 0 and stats.created <= 4 and stats.reserves == 120
+    finally:
+        pool.close()
+
+
+def test_thread_mapped_clients_stay_bound_to_pooled_workers(
+    serve: Any, master: pylibmc.Client
+) -> None:
+    master.set("serving:greeting", "hello")
+
+    def bindings_for_120_requests(server: Any, pool: ThreadMappedPool) -> int:
+        with ThreadPoolExecutor(8) as clients:
+            replies = list(clients.map(lambda _: get(server), range(120)))
+        assert {status for status, _ in replies} == {200}
+        return pool.stats().reserves
+
+    # A pooled worker binds a client on its first request and keeps it.
+    with ThreadMappedPool(master, max_size=8) as pool:
+        pooled = serve(greeting_app(pool), min_workers=1, max_workers=4)
+        assert bindings_for_120_requests(pooled, pool) == pooled.worker_stats().started
+        assert pooled.worker_stats().started <= 4
+
+    # A thread per request binds (and gives back) a client per request.
+    with ThreadMappedPool(master, max_size=8) as pool:
+        threaded = werkzeug.serving.make_server(
+            "127.0.0.1", 0, greeting_app(pool), threaded=True
+        )
+        serving = threading.Thread(target=threaded.serve_forever, args=(0.05,))
+        serving.start()
+        try:
+            assert bindings_for_120_requests(threaded, pool) == 120
+        finally:
+            threaded.shutdown()
+            serving.join(WAIT)
+            threaded.server_close()
+
+
 RUN_SCRIPT = """
-import sys, pylibmc
+import signal, sys, pylibmc
+# Ctrl-C raises KeyboardInterrupt even when the suite runs where SIGINT is
+# ignored (a background job), which children would inherit.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from mcpool import ClientPool
 from mcpool.serving import run
 

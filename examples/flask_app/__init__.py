@@ -6,7 +6,7 @@ Routes:
   request, when the greeting is missing): the route the deployment tests
   and benchmarks drive.
 - ``GET /count/<path>`` — a per-path view counter (``add`` + ``incr``), keyed
-  by a hash of the path, never the raw path.
+  by :func:`mcpool.safe_key` of the path, never the raw path.
 - ``GET /stream`` — a streamed body that reads memcached while it streams.
 - ``GET /health`` — no memcached at all: holds no client.
 
@@ -46,13 +46,13 @@ mcpool ping``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Flask, Response, stream_with_context
 
+from mcpool import safe_key
 from mcpool.flask import CONFIG_DEFAULTS, MemcachePool
 
 __all__ = ["GREETING_KEY", "create_app", "memcache"]
@@ -92,7 +92,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.get("/count/<path:path>")
     def count(path: str) -> str:
         mc = memcache.client
-        key = "flask_app:count:" + hashlib.sha1(path.encode()).hexdigest()
+        key = safe_key(path, prefix="flask_app:count:")
         mc.add(key, 0)
         return f"{path}: {mc.incr(key)}\n"
 
