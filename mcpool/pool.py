@@ -378,6 +378,7 @@ class Pool(Generic[T]):
 
     def stats(self) -> PoolStats:
         """A consistent snapshot of sizes and counters; see :class:`PoolStats`."""
+        self._check_fork()
         with self._lock:
             idle = len(self._idle)
             return PoolStats(
@@ -408,6 +409,7 @@ class Pool(Generic[T]):
         back. Reserving afterwards raises :class:`~mcpool.PoolClosed`. Calling
         it again does nothing.
         """
+        self._check_fork()
         with self._lock:
             self._closed = True
             dropped = list(self._idle)
@@ -428,6 +430,7 @@ class Pool(Generic[T]):
         timer if the pool may sit unused for long. Returns how many items were
         closed.
         """
+        self._check_fork()
         now = self.clock()
         with self._lock:
             dropped = self._pop_expired_idle(now)
@@ -489,6 +492,20 @@ class Pool(Generic[T]):
             discard = self._vet_returning(entry, discard)
         lock = self._lock
         lock.acquire()
+        spare = self.max_spare
+        if not (discard or self._closed or self._waiters) and (
+            spare is None or len(self._idle) < spare
+        ):
+            self._idle.append(entry)
+            lock.release()
+            return
+        if not self._fork_marker[0]:
+            # A child forked without at-fork hooks, before its first reserve:
+            # the idle items, the waiters and this item are all the parent's.
+            lock.release()
+            self._after_unhooked_fork()
+            _abandon(entry.item)
+            return
         if discard or self._closed:
             self._size -= 1
             self._discarded += 1
@@ -503,18 +520,13 @@ class Pool(Generic[T]):
             waiter.signal.release()
             lock.release()
         else:
+            # More than max_spare would be idle: close the least recently used.
             self._idle.append(entry)
-            if self.max_spare is not None and len(self._idle) > self.max_spare:
-                # Checked here rather than under _vetted: bounding the idle
-                # items needs nothing on the way out, nor on the way back in
-                # when there is a waiter.
-                surplus = self._idle.popleft()
-                self._size -= 1
-                self._discarded += 1
-                lock.release()
-                self._close_entry(surplus)
-                return
+            surplus = self._idle.popleft()  # the entry itself when max_spare=0
+            self._size -= 1
+            self._discarded += 1
             lock.release()
+            self._close_entry(surplus)
 
     # -- the slow paths ---------------------------------------------------
 
@@ -674,6 +686,11 @@ class Pool(Generic[T]):
                 self.close_item(entry.item)
             except Exception:
                 logger.warning("%s: close hook raised", self.name, exc_info=True)
+
+    def _check_fork(self) -> None:
+        """Reset the pool if this is a child forked without at-fork hooks."""
+        if not self._fork_marker[0]:
+            self._after_unhooked_fork()
 
     def _after_fork(self) -> None:
         """In a forked child: forget, without closing, every item the parent made."""

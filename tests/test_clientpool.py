@@ -357,3 +357,41 @@ def test_min_idle_clients_are_ready_before_the_first_request(
     pool = ClientPool(master, 4, min_idle=2)
     s = pool.stats()
     assert (s.created, s.idle) == (2, 2)
+
+
+@pytest.mark.parametrize("action", ["close", "discard", "prune", "stats"])
+def test_a_child_forked_without_hooks_never_closes_the_parents_clients(
+    fresh_memcached: MemcachedServer, action: str
+) -> None:
+    import ctypes
+    import os
+
+    master = pylibmc.Client([fresh_memcached.address], binary=True)
+    pool = ClientPool(master, 2, max_idle=3600)
+    lease = pool.checkout()
+    with pool.reserve() as idle_client:
+        assert idle_client.set("nohook:k", "parent")  # connected, then idle
+    assert lease.item.set("nohook:k2", "parent")
+    connections = int(fresh_memcached.stats()["curr_connections"])
+    pid = ctypes.CDLL(None).fork()  # no at-fork hooks, as uWSGI forks
+    if pid == 0:
+        try:
+            if action == "close":
+                pool.close()
+            elif action == "discard":
+                lease.release(discard=True)
+            elif action == "prune":
+                pool.prune()
+            else:
+                pool.stats()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    # Had the child closed the clients, libmemcached would have sent "quit"
+    # on the sockets it shares with the parent, and the server would have
+    # dropped them.
+    assert int(fresh_memcached.stats()["curr_connections"]) == connections
+    with pool.reserve() as mc:
+        assert mc is idle_client and mc.get("nohook:k") == "parent"
+    assert lease.item.get("nohook:k2") == "parent"
+    lease.release()
