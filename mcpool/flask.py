@@ -101,7 +101,8 @@ class PoolState:
     """One app's memcached set-up, kept in ``app.extensions["mcpool"]``.
 
     :ivar pool: the app's pool (:class:`~mcpool.ClientPool` for
-        ``MCPOOL_POOL = "queue"``).
+        ``MCPOOL_POOL = "queue"``, :class:`~mcpool.ThreadMappedPool` for
+        ``"thread"``).
     :ivar master: the master client the pool clones.
     :ivar servers: the server addresses, as given to the client.
     :ivar environ_key: where :class:`~mcpool.PoolMiddleware` puts the

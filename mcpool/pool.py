@@ -323,7 +323,6 @@ class Pool(Generic[T]):
         self._vetted = (
             self._generation > 1
             or self._aged
-            or self.max_spare is not None
             or self.check is not None
             or self._reset is not None
             or self.leak_timeout is not None
@@ -505,7 +504,10 @@ class Pool(Generic[T]):
             lock.release()
         else:
             self._idle.append(entry)
-            if self._vetted and self._spare_full():
+            if self.max_spare is not None and len(self._idle) > self.max_spare:
+                # Checked here rather than under _vetted: bounding the idle
+                # items needs nothing on the way out, nor on the way back in
+                # when there is a waiter.
                 surplus = self._idle.popleft()
                 self._size -= 1
                 self._discarded += 1
@@ -622,10 +624,6 @@ class Pool(Generic[T]):
             )
             return False
         return what != "check" or bool(result)
-
-    def _spare_full(self) -> bool:
-        """More than *max_spare* items idle; called with the lock held."""
-        return self.max_spare is not None and len(self._idle) > self.max_spare
 
     def _pop_expired_idle(self, now: float) -> list[Reservation[T]]:
         """Pop idle items past their age; called with the lock held.

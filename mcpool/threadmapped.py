@@ -205,13 +205,13 @@ class _ThreadExit:
         binding = self.binding
         if not binding.held:
             return
-        if not binding.fork_marker[0]:
-            # A forked child clearing its parent's thread states.
-            _unbind_abandoned(binding)
-            return
         pool = binding.owner()
         if pool is not None:
             pool._unbind(binding, discard=False)
+        elif not binding.fork_marker[0]:
+            # A forked child clearing its parent's thread states after the
+            # pool itself was dropped.
+            _unbind_abandoned(binding)
 
 
 def _unbind_abandoned(binding: ThreadBinding) -> None:
@@ -447,6 +447,11 @@ class ThreadMappedPool(ClientPool):
 
     def _unbind(self, binding: ThreadBinding, discard: bool) -> None:
         """Give a binding's client back to the core, once, from any thread."""
+        if not binding.fork_marker[0]:
+            # In a child forked without Python's at-fork hooks, before the
+            # core noticed: the client is the parent's.
+            _unbind_abandoned(binding)
+            return
         try:
             entry = binding.held.pop()
         except IndexError:

@@ -24,6 +24,7 @@ from mcpool import (
     GreenThreadsWarning,
     Lease,
     PoolClosed,
+    PoolMiddleware,
     PoolTimeout,
     Reservation,
     ThreadMappedPool,
@@ -599,6 +600,105 @@ def test_close_inside_a_block_closes_the_client_when_the_block_ends(
     assert (stats.in_use, stats.discarded) == (0, 1)
 
 
+# -- the WSGI middleware ---------------------------------------------------
+
+
+def test_wsgi_middleware_on_a_thread_per_request_server(
+    fresh_memcached: MemcachedServer,
+) -> None:
+    pool = ThreadMappedPool(pylibmc.Client([fresh_memcached.address]), max_spare=2)
+    errors_seen: list[str] = []
+    broken: list[object] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        mc = environ["mcpool.client"]
+        if environ["PATH_INFO"] == "/fail":
+            broken.append(mc.client)
+            raise pylibmc.ServerDown("simulated")
+        hits = mc.incr("tm:wsgi")
+        # Code below the middleware that reserves by itself gets the same
+        # client: the request's thread holds it until the response closes.
+        with pool.reserve() as same:
+            if same is not mc.client:
+                errors_seen.append("a second client in one request")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(hits).encode()]
+
+    with pool.reserve() as mc:
+        mc.set("tm:wsgi", 0)
+    pool.relinquish()
+    server = make_server(
+        "127.0.0.1",
+        0,
+        PoolMiddleware(app, pool),
+        threaded=True,
+        passthrough_errors=False,
+    )
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    try:
+        bodies = []
+        for path in ["/", "/", "/fail", "/", "/"]:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", path)
+            response = conn.getresponse()
+            bodies.append((response.status, response.read()))
+            conn.close()
+        wait_until(lambda: pool.stats().in_use == 0)
+    finally:
+        server.shutdown()
+        serving.join()
+        server.server_close()
+    assert [b for s, b in bodies if s == 200] == [b"1", b"2", b"3", b"4"]
+    assert [s for s, b in bodies] == [200, 200, 500, 200, 200]
+    assert errors_seen == []
+    # The failed request's client was discarded with its lease, not kept.
+    assert pool.stats().discarded == 1
+    with pool.reserve() as mc:
+        assert mc is not broken[0]
+    assert_accounted(pool)
+    pool.close()
+
+
+# -- the Flask extension ---------------------------------------------------
+
+
+def test_flask_extension_serves_requests_from_a_thread_mapped_pool(
+    memcached: MemcachedServer,
+) -> None:
+    from flask import Flask
+
+    from mcpool.flask import MemcachePool
+
+    memcache = MemcachePool()
+    app = Flask(__name__)
+    app.config.update(
+        MCPOOL_SERVERS=[memcached.address], MCPOOL_POOL="thread", MCPOOL_POOL_SIZE=2
+    )
+    memcache.init_app(app)
+
+    @app.route("/incr")
+    def incr() -> str:
+        return str(memcache.client.incr("tm:flask"))
+
+    pool = MemcachePool.get_state(app).pool
+    assert isinstance(pool, ThreadMappedPool)
+    with pool.reserve() as mc:
+        mc.set("tm:flask", 0)
+
+    def requests(count: int) -> list[str]:
+        client = app.test_client()
+        return [client.get("/incr").text for _ in range(count)]
+
+    assert requests(3) == ["1", "2", "3"]
+    # The test client serves requests in the calling thread: its client
+    # stays bound between requests, and another thread takes the second.
+    assert in_thread(lambda: requests(2)) == ["4", "5"]
+    stats = pool.stats()
+    assert (stats.max_size, stats.created, stats.in_use, stats.idle) == (2, 2, 1, 1)
+    pool.close()
+
+
 # -- fork ---------------------------------------------------------------
 
 FORK_SCRIPT = r"""
@@ -644,11 +744,13 @@ def in_new_threads(tag, count, rounds):
 # The parent: a client bound to the main thread, two spares left by ended
 # threads, and two live threads that hold clients across the forks.
 work("parent", 20)
-in_new_threads("parent-early", 2, 10)
 go = threading.Event()
 parked = [threading.Event() for _ in range(2)]
+parents_clients = []
 def long_lived(n):
     work(f"parent-long{n}", 10)
+    with pool.reserve() as mc:
+        parents_clients.append(mc)
     parked[n].set()
     go.wait()
     work(f"parent-long{n}", 50)
@@ -661,26 +763,47 @@ for thread in long_lived_threads:
     thread.start()
 for event in parked:
     event.wait()
+in_new_threads("parent-early", 2, 10)
 with pool.reserve() as parent_client:
     pass
+parents_clients += [parent_client] + [entry.item for entry in pool._idle]
 if type(pool._epoch).__name__ != {"mmap": "mmap", "pid": "_PidEpoch"}[markers]:
     errors.append(f"unexpected epoch marker {pool._epoch!r}")
-if pool.stats().in_use != 3:
-    errors.append(f"expected 3 bound clients before forking: {pool.stats()}")
+if (pool.stats().in_use, pool.stats().idle) != (3, 2):
+    errors.append(f"expected 3 bound clients and 2 spares: {pool.stats()}")
 
 # PyDLL, unlike CDLL, keeps the GIL through the call: no other thread can
 # hold it at the fork and leave the child unable to take it.
 libc_fork = ctypes.PyDLL(None).fork
 children = []
-for n in range(4):
+def fork():
     # os.fork runs Python's at-fork hooks; libc's fork (as uWSGI forks its
-    # workers) does not. One child is forked inside a with block.
-    with pool.reserve() as outer:
-        pid = os.fork() if how == "os" else libc_fork()
+    # workers) does not.
+    pid = os.fork() if how == "os" else libc_fork()
+    if pid == 0:
+        close = pool.close_item
+        def close_checked(client):
+            if any(client is mine for mine in parents_clients):
+                errors.append("the child closed one of the parent's clients")
+            close(client)
+        pool.close_item = close_checked
+    return pid
+
+for n in range(4):
+    if n % 2:
+        pid = fork()
         if pid == 0:
-            with pool.reserve() as inner:
-                if inner is outer or inner is parent_client:
-                    errors.append("the child was handed the parent's client")
+            # Relinquishing the parent's client must not hand it to the
+            # child's pool (which has two spares already, so one more
+            # would be closed: a quit on the parent's socket).
+            pool.relinquish()
+    else:
+        with pool.reserve() as outer:
+            pid = fork()
+            if pid == 0:
+                with pool.reserve() as inner:
+                    if inner is outer or inner is parent_client:
+                        errors.append("the child was handed the parent's client")
     if pid == 0:
         work(f"child{n}", 100)
         in_new_threads(f"child{n}", 3, 20)
