@@ -27,6 +27,12 @@ install_system_packages() {
     # The HTTP load generator of benchmarks/bench_serving.py.
     command -v wrk >/dev/null 2>&1 || missing+=(wrk)
     "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+    # pip builds uWSGI (a dev dependency, for the deployment tests) from
+    # source against this Python: a C compiler and Python.h.
+    command -v cc >/dev/null 2>&1 || missing+=(gcc)
+    "$PYTHON" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+        || missing+=(python3-dev)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing system packages: ${missing[*]}"
         as_root apt-get update -qq

@@ -147,6 +147,7 @@ def uwsgi(*options: str) -> Callable[[int], list[str]]:
 
 
 USE_POOL_AT_IMPORT = {"DEPLOY_USE_POOL_AT_IMPORT": "1"}
+THREAD_MAPPED = {"MCPOOL_POOL": "thread"}
 
 DEPLOYMENTS = [
     Deployment("werkzeug-threaded", werkzeug_threaded, processes=1, pool_size=4),
@@ -182,6 +183,32 @@ DEPLOYMENTS = [
         pool_size=4,
         stop_signal=signal.SIGINT,
         env=USE_POOL_AT_IMPORT,
+    ),
+    # The same servers with the extension's thread-mapped pool (MCPOOL_POOL =
+    # "thread", capped at MCPOOL_POOL_SIZE): a client bound to each thread,
+    # given back when the thread ends.
+    Deployment(
+        "werkzeug-threaded-threadmapped",
+        werkzeug_threaded,
+        processes=1,
+        pool_size=4,
+        env=THREAD_MAPPED,
+    ),
+    Deployment(
+        "gunicorn-gthread-threadmapped",
+        gunicorn("-k", "gthread", "--threads", "4"),
+        processes=2,
+        pool_size=4,
+        env=THREAD_MAPPED,
+    ),
+    Deployment(
+        "uwsgi-threadmapped",
+        uwsgi(),
+        processes=2,
+        pool_size=4,
+        before_fork=1,
+        stop_signal=signal.SIGINT,
+        env={**USE_POOL_AT_IMPORT, **THREAD_MAPPED},
     ),
     Deployment(
         "gunicorn-gevent",
