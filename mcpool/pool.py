@@ -30,7 +30,6 @@ import os
 import random
 import threading
 import time
-import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -156,7 +155,7 @@ class Reservation(Generic[T]):
         self.idle_since = 0.0
         self.reserved_at = 0.0
         self.reserved_by = ""
-        self.reserved_stack: traceback.StackSummary | None = None
+        self.reserved_stack: list[tuple[str, int, str]] | None = None
 
     def __enter__(self) -> T:
         if self.pool is None:
