@@ -174,12 +174,18 @@ class Reservation(Generic[T]):
         if pool is None:
             return
         self.pool = None
-        if exc is None and not pool._vetted:
-            # Pool._give's common case, inlined: a call less is a tenth of
-            # a reserve and release. Anything else takes Pool._give.
+        if (
+            exc is None
+            and not (pool._vetted or pool._waiters)
+            and pool.max_spare is None
+        ):
+            # Pool._give's common case, inlined: a call less is a tenth of a
+            # reserve and release. The unlocked look at the waiters keeps a
+            # contended pool from taking the lock twice; it is checked again
+            # under the lock, and anything else goes through Pool._give.
             lock = pool._lock
             lock.acquire()
-            if not (pool._closed or pool._waiters) and pool.max_spare is None:
+            if not (pool._closed or pool._waiters):
                 pool._idle.append(self)
                 lock.release()
                 return
