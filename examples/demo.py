@@ -5,7 +5,8 @@ Run it with ``./run.sh demo`` (which installs what is missing), or directly::
     .venv/bin/python examples/demo.py [--threads 16] [--requests 4000] [--size 4]
 
 It starts a memcached on a free loopback port, serves a small WSGI app on a
-threaded werkzeug server (a new thread per request, as ``flask run`` does),
+pool of safe clients through :class:`mcpool.PoolMiddleware`, on a threaded
+werkzeug server (a new thread per request, as ``flask run`` does),
 sends requests from many client threads, and prints what the pool saw:
 its stats, the memcached server's connection count, and any errors.
 """
@@ -13,7 +14,6 @@ its stats, the memcached server's connection count, and any errors.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import logging
 import statistics
@@ -23,25 +23,26 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import pylibmc
 from werkzeug.serving import make_server
 
-from mcpool import ClientPool
+from mcpool import Client, ClientPool, PoolMiddleware, safe_key
 from mcpool.testing import MemcachedServer
 
 
 def make_app(pool: ClientPool) -> Any:
-    """A page counter: each request reserves a client, bumps and reads a count."""
+    """A page counter on the middleware: each request bumps and reads a count.
+
+    The request's client is reserved on its first use and goes back to the
+    pool when the server closes the response.
+    """
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
-        # Never put a raw URL path into a key: hash it into a safe one.
-        key = (
-            "hits:" + hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()
-        )
-        with pool.reserve() as mc:
-            mc.add(key, 0)  # no-op when the counter exists
-            hits = mc.incr(key)
+        # Never put a raw URL path into a key: safe_key maps any text to one.
+        key = safe_key(path, prefix="hits:")
+        mc = environ["mcpool.client"]
+        mc.add(key, 0)  # no-op when the counter exists
+        hits = mc.incr(key)
         body = f"{path} has been seen {hits} times\n".encode()
         start_response(
             "200 OK",
@@ -49,7 +50,7 @@ def make_app(pool: ClientPool) -> Any:
         )
         return [body]
 
-    return app
+    return PoolMiddleware(app, pool)
 
 
 def drive(host: str, port: int, threads: int, requests: int) -> tuple[list[float], int]:
@@ -100,7 +101,7 @@ def main() -> int:
 
     with MemcachedServer() as memcached:
         print(f"memcached {memcached.address} (pid {memcached.pid})")
-        master = pylibmc.Client([memcached.address], binary=True)
+        master = Client([memcached.address])  # the safe client
         pool = ClientPool(master, args.size, timeout=5.0, name="demo")
         server = make_server("127.0.0.1", 0, make_app(pool), threaded=True)
         host, port = server.server_address[:2]
