@@ -24,7 +24,7 @@ from typing import Any
 import pylibmc
 
 from .errors import PoolError, ServerUnavailable
-from .pool import Pool
+from .pool import Pool, _abandon
 
 __all__ = ["BENIGN_ERRORS", "ClientPool", "is_fatal_error"]
 
@@ -190,8 +190,6 @@ class ClientPool(Pool[Any]):
         # The master is the parent's too: it may hold a connection, and
         # freeing it in the child would send ``quit`` on the parent's socket.
         # Clone it (clones start unconnected) and keep the original alive.
-        from .pool import _abandon
-
         if self.master is not None:
             inherited = self.master
             _abandon(inherited)
