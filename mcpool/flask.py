@@ -51,7 +51,7 @@ import pylibmc
 
 try:
     import click
-    from flask import Flask, appcontext_pushed, current_app
+    from flask import Flask, current_app
     from flask.cli import AppGroup
 
     # The context variables behind flask.g, flask.current_app and
@@ -172,8 +172,10 @@ class MemcachePool:
             app.config.setdefault(name, _copy(value))
         state = _state_from_config(app.config)
         app.extensions[_EXTENSION_KEY] = state
-        app.teardown_appcontext(_release_context_client)
-        appcontext_pushed.connect(_forget_released_client, app)
+        # Teardown functions run in the reverse order of registration: first
+        # in the list runs last, after every other teardown function that may
+        # still use the context's client.
+        app.teardown_appcontext_funcs.insert(0, _release_context_client)
         app.cli.add_command(cli)
         if _parse_bool(app.config, "MCPOOL_WSGI_MIDDLEWARE"):
             app.wsgi_app = PoolMiddleware(  # type: ignore[method-assign]
@@ -198,7 +200,9 @@ class MemcachePool:
         app_context = _cv_app.get(None)
         if app_context is None:
             raise _no_context("MemcachePool.client")
-        state = _state_of(app_context.app)
+        state = app_context.app.extensions.get(_EXTENSION_KEY)
+        if state is None:
+            state = _state_of(app_context.app)  # raises, saying what to do
         request_context = _cv_request.get(None)
         if request_context is not None:
             shared = request_context.request.environ.get(state.environ_key)
@@ -208,7 +212,14 @@ class MemcachePool:
         # catches an AttributeError inside flask, a microsecond per request.
         context_globals = app_context.g.__dict__
         context_client: RequestClient | None = context_globals.get(_G_KEY)
-        if context_client is None:
+        if context_client is None or (
+            context_client.released and request_context is not None
+        ):
+            # A released client with a request context active means the
+            # context was torn down and pushed again with its request, as
+            # stream_with_context does: this push gets a client of its own,
+            # released by its own teardown. Without a request, a released
+            # client is a use after the teardown, and raises when used.
             context_client = context_globals[_G_KEY] = RequestClient(state.pool)
         return context_client
 
@@ -299,21 +310,11 @@ def _release_context_client(exc: BaseException | None) -> None:
     # Teardown may run twice for one context (tests call
     # do_teardown_appcontext by hand before the context pops); release() is
     # idempotent. The released client stays in g, so that a use later in
-    # this push (another teardown function) raises instead of reserving a
-    # client that no teardown would return.
+    # this pop (an appcontext_tearing_down receiver) raises instead of
+    # reserving a client that no teardown would return.
     context_client: RequestClient | None = _context_globals().get(_G_KEY)
     if context_client is not None:
         context_client.release(exc=exc)
-
-
-def _forget_released_client(app: Flask, **extra: Any) -> None:
-    # stream_with_context pushes the view's app context again after it was
-    # torn down, with the same g: that push gets a fresh client, which the
-    # teardown at the end of the stream releases.
-    context_globals = _context_globals()
-    context_client: RequestClient | None = context_globals.get(_G_KEY)
-    if context_client is not None and context_client.released:
-        del context_globals[_G_KEY]
 
 
 # -- config -----------------------------------------------------------------

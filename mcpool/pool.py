@@ -789,10 +789,14 @@ class Lease(Generic[T]):
         if entry is None:
             return
         self._entry = None
+        if not discard:
+            # The reservation's own return path, with its inlined common case.
+            entry.__exit__(None, exc, None)
+            return
         pool = entry.pool
         assert pool is not None, "a lease's entry is out until the lease releases it"
         entry.pool = None
-        pool._give(entry, discard or (exc is not None and pool.discard_on(exc)))
+        pool._give(entry, True)
 
     def __enter__(self) -> T:
         return self.item

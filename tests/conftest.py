@@ -9,7 +9,7 @@ from typing import Any
 import pylibmc
 import pytest
 
-from mcpool import ClientPool, Lease
+from mcpool import ClientPool, Reservation
 from mcpool.testing import INSTALL_HINT, MemcachedServer, memcached_servers
 
 
@@ -57,31 +57,33 @@ def master(memcached: MemcachedServer) -> pylibmc.Client:
 
 
 class CountingPool:
-    """Wraps a pool to count checkouts and how often each lease is released
-    (a lease's release is idempotent, so the pool's stats cannot tell)."""
+    """Wraps a pool to count reserves and how often each reservation's
+    ``__exit__`` runs (a second exit does nothing, so the pool's stats cannot
+    tell)."""
 
     def __init__(self, pool: ClientPool) -> None:
         self.pool = pool
         self.checkouts = 0
         self.releases = 0
 
-    def checkout(self, block: bool = True, timeout: float | None = None) -> Any:
+    def reserve(
+        self, block: bool = True, timeout: float | None = None
+    ) -> _CountingReservation:
         self.checkouts += 1
-        return _CountingLease(self, self.pool.checkout(block, timeout))
+        return _CountingReservation(self, self.pool.reserve(block, timeout))
 
 
-class _CountingLease:
-    def __init__(self, owner: CountingPool, lease: Lease[Any]) -> None:
+class _CountingReservation:
+    def __init__(self, owner: CountingPool, reservation: Reservation[Any]) -> None:
         self.owner = owner
-        self.lease = lease
+        self.reservation = reservation
 
-    @property
-    def item(self) -> Any:
-        return self.lease.item
+    def __enter__(self) -> Any:
+        return self.reservation.__enter__()
 
-    def release(self, discard: bool = False, exc: BaseException | None = None) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.owner.releases += 1
-        self.lease.release(discard, exc)
+        self.reservation.__exit__(*exc_info)
 
 
 @pytest.fixture

@@ -111,6 +111,39 @@ def test_teardown_twice_releases_once(app: Flask, count_releases: Any) -> None:
     MemcachePool.get_state(app).pool = counting.pool
 
 
+def test_teardown_functions_registered_before_init_app_can_use_the_client(
+    memcached: MemcachedServer, master: pylibmc.Client
+) -> None:
+    k = key("late-teardown")
+    app = Flask(__name__)
+    app.config.update(TESTING=True, MCPOOL_SERVERS=memcached.address)
+
+    @app.teardown_appcontext
+    def record(exc: BaseException | None) -> None:
+        memcache.client.set(k, "recorded at teardown")
+
+    memcache.init_app(app)
+    try:
+        with app.app_context():
+            memcache.client.get(k)
+        assert master.get(k) == "recorded at teardown"
+        stats = pool_of(app).stats()
+        assert (stats.in_use, stats.reserves) == (0, 1)
+    finally:
+        pool_of(app).close()
+
+
+def test_a_bare_context_pushed_again_after_teardown_refuses_the_client(
+    app: Flask,
+) -> None:
+    context = app.app_context()
+    with context:
+        memcache.client.get(key("first-push"))
+    with context, pytest.raises(RuntimeError, match="already released"):
+        memcache.client.get(key("second-push"))
+    assert pool_of(app).stats().in_use == 0
+
+
 def test_nested_app_contexts_each_get_their_own_client(app: Flask) -> None:
     with app.app_context():
         outer = memcache.client

@@ -18,6 +18,7 @@ from werkzeug.serving import make_server
 from werkzeug.test import Client
 
 from mcpool import ClientPool, PoolMiddleware, RequestClient, ThreadMappedPool
+from mcpool.middleware import FORWARDED_METHODS
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -249,6 +250,43 @@ def test_use_after_release_raises_instead_of_sharing_a_client(
     assert kept[0].released and not kept[0].reserved
     stats = pool.stats()
     assert (stats.in_use, stats.reserves) == (0, 1)
+
+
+def test_every_forwarded_method_is_a_client_method_and_reaches_it(
+    pool: ClientPool, master: pylibmc.Client
+) -> None:
+    for name in FORWARDED_METHODS:
+        assert callable(getattr(pylibmc.Client, name)), name
+        assert name in vars(RequestClient), name
+    k = key("forwarded")
+    mc = RequestClient(pool)
+    assert mc.add(k, 1) and mc.incr(k, 2) == 3 and mc.decr(k) == 2
+    assert mc.get_multi([k]) == {k: 2}
+    assert mc.behaviors["tcp_nodelay"] == master.behaviors["tcp_nodelay"]
+    assert in_use(pool) == 1 and pool.stats().reserves == 1
+    mc.release()
+    with pytest.raises(RuntimeError, match="already released"):
+        mc.set(k, 5)
+    with pytest.raises(RuntimeError, match="already released"):
+        mc.get_stats()
+    assert in_use(pool) == 0 and master.get(k) == 2
+
+
+def test_pylibmcs_own_pool_works_too(master: pylibmc.Client) -> None:
+    pylibmc_pool = pylibmc.ClientPool(master, 2)
+    k = key("pylibmc-pool")
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        environ["mcpool.client"].set(k, "v")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    response = call(PoolMiddleware(app, pylibmc_pool))
+    assert list(response) == [b"ok"]
+    assert pylibmc_pool.qsize() == 1, "held until close()"
+    response.close()  # type: ignore[attr-defined]
+    assert pylibmc_pool.qsize() == 2
+    assert master.get(k) == "v"
 
 
 def test_close_before_iteration_and_close_twice_release_once(
