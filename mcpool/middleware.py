@@ -195,9 +195,7 @@ def _forward(name: str) -> Callable[..., Any]:
 
     method.__name__ = name
     method.__qualname__ = f"RequestClient.{name}"
-    method.__doc__ = (
-        f"The client's ``{name}()``, reserving the client first if needed."
-    )
+    method.__doc__ = f"The client's ``{name}()``, reserving the client first if needed."
     return method
 
 
