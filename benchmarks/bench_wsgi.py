@@ -6,6 +6,7 @@ loopback port, and one gunicorn per variant on free ports)::
 
     .venv/bin/python benchmarks/bench_wsgi.py             # 7 rounds of 3 s each
     .venv/bin/python benchmarks/bench_wsgi.py --quick     # a smoke run
+    .venv/bin/python benchmarks/bench_wsgi.py --instructions 1000
 
 The load comes from ``wrk`` (``apt-get install wrk``) when it is on PATH, or
 else from a Python load generator in a separate process (``--python-load``
@@ -15,8 +16,17 @@ of them are started first, then measured in turn, round after round, in a
 new random order each round, so that drift on the machine spreads over every
 variant. The table gives medians over rounds of requests/s, p99 latency and
 server CPU time per request, the memcached connections each variant opened
-per 1,000 requests, and ratios to connect-per-request and to hand-written
-mcpool pool code.
+per 1,000 requests, and ratios to connect-per-request and to the same pool
+used by hand.
+
+``--instructions N`` counts instead of timing: each variant's gunicorn (one
+worker) runs under valgrind's callgrind and serves N requests in a row, and
+the table gives the worker's instructions per request (the difference from
+a run that served none, divided by N). The count is the same from one run to
+the next, whatever else the machine does, so differences of a percent can be
+seen where timings swing by ten; it leaves out the kernel (system calls,
+TCP) and memcached, so it is the measure for comparing the extension with
+hand-written pool code, not pooling with connect-per-request.
 """
 
 from __future__ import annotations
@@ -41,19 +51,36 @@ sys.path.insert(0, str(ROOT))
 
 from mcpool.testing import MemcachedServer, free_port  # noqa: E402
 
+#: name -> (wsgi_apps mode, MCPOOL_POOL for the extension)
 VARIANTS = {
-    "connect per request": "connect",
-    "pylibmc.ClientPool by hand": "pylibmc-pool",
-    "mcpool.ClientPool by hand": "mcpool-pool",
-    "mcpool extension (queue)": "extension",
+    "Flask alone, no memcached": ("none", "queue"),
+    "connect per request": ("connect", "queue"),
+    "pylibmc.ClientPool by hand": ("pylibmc-pool", "queue"),
+    "mcpool.ClientPool by hand": ("mcpool-pool", "queue"),
+    "mcpool extension (queue)": ("extension", "queue"),
+    "mcpool.ThreadMappedPool by hand": ("mcpool-thread-pool", "queue"),
+    "mcpool extension (thread)": ("extension", "thread"),
 }
+CONNECT = "connect per request"
+#: each variant's hand-written counterpart, for the "x by hand" columns
+BY_HAND = {
+    "mcpool extension (thread)": "mcpool.ThreadMappedPool by hand",
+    "mcpool.ThreadMappedPool by hand": "mcpool.ThreadMappedPool by hand",
+}
+DEFAULT_BY_HAND = "mcpool.ClientPool by hand"
 
 
 class Gunicorn:
     """One gunicorn serving one variant on a free loopback port."""
 
     def __init__(
-        self, mode: str, servers: str, workers: int, threads: int, pool: str
+        self,
+        mode: str,
+        servers: str,
+        workers: int,
+        threads: int,
+        pool: str,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.mode = mode
         self.port = free_port()
@@ -62,9 +89,11 @@ class Gunicorn:
             MCPOOL_SERVERS=servers,
             MCPOOL_POOL_SIZE=str(threads),
             MCPOOL_POOL=pool,
+            PYTHONHASHSEED="0",  # the same start-up work in every run
         )
         self.process = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "gunicorn",
@@ -84,9 +113,11 @@ class Gunicorn:
             ],
             env=env,
             cwd=ROOT,
+            stderr=subprocess.PIPE if prefix else None,
+            text=True,
         )
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -107,14 +138,16 @@ class Gunicorn:
         pids = [self.process.pid] + _children(self.process.pid)
         return sum(_cpu_seconds(pid) for pid in pids)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15) -> str:
+        """Stop gunicorn; its standard error if it was captured."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        try:
+            _, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, err = self.process.communicate()
+        return err or ""
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -265,6 +298,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 round of 1 s")
     parser.add_argument("--seed", type=int, default=1, help="of the variant order")
     parser.add_argument("--python-load", action="store_true")
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        metavar="N",
+        help="count instructions per request over N requests (valgrind)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--python-load-worker", nargs=3, help=argparse.SUPPRESS)
@@ -275,26 +314,19 @@ def main() -> None:
         return
     if args.quick:
         args.rounds, args.seconds, args.warmup = 1, 1.0, 1.0
+    if args.instructions:
+        count_instructions(args)
+        return
 
     use_wrk = shutil.which("wrk") is not None and not args.python_load
     load = load_with_wrk if use_wrk else load_with_python
-    variants = dict(VARIANTS)
-    pool_kinds = {name: "queue" for name in variants}
-    if _has_thread_mapped_pool():
-        variants["mcpool extension (thread)"] = "extension"
-        pool_kinds["mcpool extension (thread)"] = "thread"
-
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     with MemcachedServer() as memcached:
         servers: dict[str, Gunicorn] = {}
         try:
-            for name, mode in variants.items():
+            for name, (mode, pool_kind) in VARIANTS.items():
                 servers[name] = Gunicorn(
-                    mode,
-                    memcached.address,
-                    args.workers,
-                    args.threads,
-                    pool_kinds[name],
+                    mode, memcached.address, args.workers, args.threads, pool_kind
                 )
             for server in servers.values():
                 server.wait_ready()
@@ -321,19 +353,97 @@ def main() -> None:
             for server in servers.values():
                 server.stop()
 
-    print_table(results, args, "wrk" if use_wrk else "Python load generator")
+    driver = "wrk" if use_wrk else "Python load generator"
+    title = (
+        f"Flask example, GET / = one memcached get; gunicorn -k gthread "
+        f"-w {args.workers} --threads {args.threads}; {driver}, "
+        f"{args.connections} connections; median of {args.rounds} x "
+        f"{args.seconds:g} s; Python {sys.version.split()[0]}"
+    )
+    print_table(title, COLUMNS, table_rows(results), NOTE, args.markdown)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
 
-def _has_thread_mapped_pool() -> bool:
+# -- instruction counts ------------------------------------------------------
+
+_COLLECTED = re.compile(r"==(\d+)== Collected : (\d+)")
+
+
+def worker_instructions(
+    mode: str, pool_kind: str, servers: str, threads: int, requests: int
+) -> int:
+    """Instructions the gunicorn worker ran, from start to stop, having served
+    one request to say it is ready and then *requests* more, one at a time on
+    one keep-alive connection."""
+    server = Gunicorn(
+        mode,
+        servers,
+        1,
+        threads,
+        pool_kind,
+        prefix=("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"),
+    )
     try:
-        import mcpool
+        server.wait_ready(timeout=300)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        for _ in range(requests):
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{mode}: HTTP {response.status}")
+        conn.close()
+    finally:
+        err = server.stop(timeout=300)
+    counts = {int(pid): int(n) for pid, n in _COLLECTED.findall(err)}
+    counts.pop(server.process.pid, None)  # the arbiter
+    if len(counts) != 1:
+        raise RuntimeError(f"expected one worker's count from valgrind, got {counts}")
+    return next(iter(counts.values()))
 
-        return hasattr(mcpool, "ThreadMappedPool")
-    except ImportError:  # pragma: no cover
-        return False
 
+def count_instructions(args: argparse.Namespace) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    per_request: dict[str, float] = {}
+    with MemcachedServer() as memcached:
+        for name, (mode, pool_kind) in VARIANTS.items():
+            counts = [
+                worker_instructions(mode, pool_kind, memcached.address, args.threads, n)
+                for n in (0, args.instructions)
+            ]
+            per_request[name] = (counts[1] - counts[0]) / args.instructions
+            print(f"  {name}: {per_request[name]:.0f}", file=sys.stderr)
+    rows = []
+    for name in VARIANTS:
+        by_hand = BY_HAND.get(name, DEFAULT_BY_HAND)
+        rows.append(
+            [
+                name,
+                f"{per_request[name] / 1000:.1f}",
+                f"{per_request[name] / per_request[CONNECT]:.3f}",
+                f"{per_request[name] / per_request[by_hand]:.3f}",
+            ]
+        )
+    title = (
+        f"Flask example, GET / = one memcached get; gunicorn -k gthread -w 1 "
+        f"--threads {args.threads} under callgrind; {args.instructions} requests "
+        f"in a row; Python {sys.version.split()[0]}"
+    )
+    note = (
+        "k instr/req: thousands of instructions the gunicorn worker ran per "
+        "request (Flask, the pool, pylibmc and libmemcached, gunicorn's own "
+        "work), the kernel and memcached excluded. x connect, x by hand: "
+        "relative to connect-per-request and to the same pool kind used by "
+        "hand in the view."
+    )
+    print_table(title, INSTRUCTION_COLUMNS, rows, note, args.markdown)
+    if args.json:
+        args.json.write_text(json.dumps(per_request, indent=2))
+
+
+# -- tables ------------------------------------------------------------------
 
 COLUMNS = (
     "variant",
@@ -346,6 +456,7 @@ COLUMNS = (
     "x by hand",
     "CPU x by hand",
 )
+INSTRUCTION_COLUMNS = ("variant", "k instr/req", "x connect", "x by hand")
 
 
 def table_rows(results: dict[str, list[dict[str, float]]]) -> list[list[str]]:
@@ -358,73 +469,68 @@ def table_rows(results: dict[str, list[dict[str, float]]]) -> list[list[str]]:
         pairs = zip(results[name], results[other], strict=True)
         return statistics.median(a[field] / b[field] for a, b in pairs)
 
-    connect, by_hand = "connect per request", "mcpool.ClientPool by hand"
-    return [
-        [
-            name,
-            f"{median(name, 'rps'):.0f}",
-            f"{median(name, 'p99') * 1000:.2f}",
-            f"{median(name, 'cpu_us'):.0f}",
-            f"{median(name, 'conns_per_1k'):.1f}",
-            str(sum(int(r["errors"]) for r in results[name])),
-            f"{paired(name, connect, 'rps'):.2f}",
-            f"{paired(name, by_hand, 'rps'):.3f}",
-            f"{paired(name, by_hand, 'cpu_us'):.3f}",
-        ]
-        for name in results
-    ]
+    rows = []
+    for name in results:
+        by_hand = BY_HAND.get(name, DEFAULT_BY_HAND)
+        rows.append(
+            [
+                name,
+                f"{median(name, 'rps'):.0f}",
+                f"{median(name, 'p99') * 1000:.2f}",
+                f"{median(name, 'cpu_us'):.0f}",
+                f"{median(name, 'conns_per_1k'):.1f}",
+                str(sum(int(r["errors"]) for r in results[name])),
+                f"{paired(name, CONNECT, 'rps'):.2f}",
+                f"{paired(name, by_hand, 'rps'):.3f}",
+                f"{paired(name, by_hand, 'cpu_us'):.3f}",
+            ]
+        )
+    return rows
 
 
 NOTE = (
-    "x connect, x by hand: req/s relative to connect-per-request and to "
-    "mcpool.ClientPool by hand (median of per-round ratios). CPU us/req: CPU "
-    "time of gunicorn (arbiter and workers) plus memcached per request served, "
-    "the load generator excluded."
+    "x connect, x by hand: req/s relative to connect-per-request and to the "
+    "same pool kind used by hand in the view (median of per-round ratios). "
+    "CPU us/req: CPU time of gunicorn (arbiter and workers) plus memcached "
+    "per request served, the load generator excluded."
 )
 
 
 def print_table(
-    results: dict[str, list[dict[str, float]]],
-    args: argparse.Namespace,
-    driver: str,
+    title: str,
+    columns: tuple[str, ...],
+    rows: list[list[str]],
+    note: str,
+    markdown: Path | None,
 ) -> None:
-    title = (
-        f"Flask example, GET / = one memcached get; gunicorn -k gthread "
-        f"-w {args.workers} --threads {args.threads}; {driver}, "
-        f"{args.connections} connections; median of {args.rounds} x "
-        f"{args.seconds:g} s; Python {sys.version.split()[0]}"
-    )
-    rows = table_rows(results)
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
-    print(title)
-    line = "  ".join(
-        c.ljust(w) if i == 0 else c.rjust(w)
-        for i, (c, w) in enumerate(zip(COLUMNS, widths, strict=True))
-    )
-    print(line)
-    print("-" * len(line))
-    for row in rows:
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+
+    def line(cells: list[str] | tuple[str, ...]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
-    print(NOTE)
-    if args.markdown:
+
+    print(title)
+    print(line(columns))
+    print("-" * len(line(columns)))
+    for row in rows:
+        print(line(row))
+    print(note)
+    if markdown:
         lines = [
             title,
             "",
-            "| " + " | ".join(COLUMNS) + " |",
-            "|---|" + "---:|" * (len(COLUMNS) - 1),
+            "| " + " | ".join(columns) + " |",
+            "|---|" + "---:|" * (len(columns) - 1),
             *("| " + " | ".join(row) + " |" for row in rows),
             "",
-            NOTE,
+            note,
             "",
             "Command: .venv/bin/python benchmarks/bench_wsgi.py "
             + " ".join(sys.argv[1:]),
         ]
-        args.markdown.write_text("\n".join(lines).rstrip() + "\n")
+        markdown.write_text("\n".join(lines).rstrip() + "\n")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,15 @@ a different way to get the client in each.
 Every app has the Flask example's ``GET /``: read the greeting, set it on a
 miss. Only the client handling differs:
 
+- ``none``: no memcached at all, the same greeting from a constant: what
+  the server and Flask cost alone, the ceiling for every other variant.
 - ``connect``: a new ``pylibmc.Client`` per request, disconnected after it.
 - ``pylibmc-pool``: ``pylibmc.ClientPool`` of ``pylibmc.Client`` by hand,
   ``reserve(block=True)``.
 - ``mcpool-pool``: ``mcpool.ClientPool`` of ``mcpool.Client`` by hand,
   ``with pool.reserve()``: the same client and pool as the extension's.
+- ``mcpool-thread-pool``: ``mcpool.ThreadMappedPool`` by hand, the same pool
+  as the extension's with ``MCPOOL_POOL=thread``.
 - ``extension``: the Flask example itself (``examples.flask_app``), on
   :mod:`mcpool.flask` (``MCPOOL_POOL`` from the environment picks the pool).
 
@@ -49,7 +53,12 @@ def create_app(mode: str) -> Flask:
     size = int(os.environ.get("MCPOOL_POOL_SIZE", "10"))
     app = Flask(__name__)
 
-    if mode == "connect":
+    if mode == "none":
+
+        def index() -> str:
+            return GREETING
+
+    elif mode == "connect":
 
         def index() -> str:
             mc = pylibmc.Client(servers)
@@ -65,8 +74,9 @@ def create_app(mode: str) -> Flask:
             with pylibmc_pool.reserve(block=True) as mc:
                 return _greeting(mc)
 
-    elif mode == "mcpool-pool":
-        mcpool_pool = mcpool.ClientPool(mcpool.Client(servers), size)
+    elif mode in ("mcpool-pool", "mcpool-thread-pool"):
+        kind = mcpool.ClientPool if mode == "mcpool-pool" else mcpool.ThreadMappedPool
+        mcpool_pool = kind(mcpool.Client(servers), size)
 
         def index() -> str:
             with mcpool_pool.reserve() as mc:
