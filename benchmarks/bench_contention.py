@@ -14,7 +14,6 @@ measured side by side in one process, runs interleaved):
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import threading
@@ -22,6 +21,7 @@ import time
 from typing import Any
 
 import pylibmc
+from report import median_by_key, print_markdown_table, versions_line, write_json
 
 import mcpool
 from mcpool.testing import MemcachedServer
@@ -112,36 +112,47 @@ def main() -> int:
                 name: median_of(rs) for name, rs in runs.items()
             }
 
-    print(
-        f"{CLIENTS} clients, T threads each doing reserve + get + release "
-        f"({reps} runs x {seconds:.1f} s per cell, medians)"
-    )
-    print()
-    print(
-        "| T | pool | ops/s | ops/s vs pylibmc | p50 wait µs | p99 wait µs "
-        "| longest wait ms | slowest thread / mean |"
-    )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    rows = []
     for threads, cell in results["by_threads"].items():
         for name, med in cell.items():
             ratio = med["ops_per_s"] / cell["pylibmc"]["ops_per_s"]
-            print(
-                f"| {threads} | {name} | {med['ops_per_s']:.0f} | {ratio:.2f}x | "
-                f"{med['p50_wait_us']:.1f} | {med['p99_wait_us']:.0f} | "
-                f"{med['max_wait_us'] / 1000:.1f} | {med['min_share']:.2f} |"
+            rows.append(
+                [
+                    str(threads),
+                    name,
+                    f"{med['ops_per_s']:.0f}",
+                    f"{ratio:.2f}x",
+                    f"{med['p50_wait_us']:.1f}",
+                    f"{med['p99_wait_us']:.0f}",
+                    f"{med['max_wait_us'] / 1000:.1f}",
+                    f"{med['min_share']:.2f}",
+                ]
             )
-    print()
-    print(f"python {results['python']}, pylibmc {results['pylibmc']}")
+    print_markdown_table(
+        f"{CLIENTS} clients, T threads each doing reserve + get + release "
+        f"({reps} runs x {seconds:.1f} s per cell, medians)",
+        [
+            "T",
+            "pool",
+            "ops/s",
+            "ops/s vs pylibmc",
+            "p50 wait µs",
+            "p99 wait µs",
+            "longest wait ms",
+            "slowest thread / mean",
+        ],
+        rows,
+        align="rlrrrrrr",
+    )
+    print(versions_line())
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2)
+        write_json(args.json, results)
     return 0
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Each number's median over the runs; the shares of the median-throughput run."""
-    keys = [k for k in runs[0] if k != "shares"]
-    med: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in keys}
+    med: dict[str, Any] = median_by_key(runs, [k for k in runs[0] if k != "shares"])
     by_ops = sorted(runs, key=lambda r: r["ops_per_s"])
     med["shares"] = by_ops[len(by_ops) // 2]["shares"]
     return med

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibmc
+from report import versions_line
 
 from mcpool import Client, ServerUnavailable
 from mcpool.testing import MemcachedServer, memcached_servers
@@ -187,7 +188,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--ops", type=int, default=200)
     args = parser.parse_args()
-    print(f"pylibmc {pylibmc.__version__}, libmemcached {pylibmc.libmemcached_version}")
+    print(versions_line("pylibmc", "libmemcached"))
     scenario("libmemcached defaults (pylibmc.Client)", pylibmc.Client, args.window)
     scenario("mcpool.Client defaults", Client, args.window)
     key_movement()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibmc
+from report import versions_line
 
 from mcpool import Client, validate_key
 from mcpool.client import DEFAULT_BEHAVIORS, timeout_behaviors
@@ -74,7 +75,7 @@ def main() -> None:
             check.append(per_op(lambda: validate_key(KEY), args.ops * 10))
 
     print(
-        f"pylibmc {pylibmc.__version__}, libmemcached {pylibmc.libmemcached_version}; "
+        f"{versions_line('pylibmc', 'libmemcached')}; "
         f"{args.rounds} rounds x {args.ops} requests each, median per request"
     )
     header = f"{'request':<22}{'pylibmc µs':>12}{'mcpool µs':>12}{'overhead':>10}"

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import timeit
 from collections.abc import Callable
+
+from report import print_markdown_table, versions_line
 
 from mcpool import Pool
 
@@ -54,20 +55,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--number", type=int, default=20000)
     args = parser.parse_args()
-    print(
-        f"Uncontended reserve+release of a plain object ({args.repeat} runs, "
-        "medians), leak detection off and on"
-    )
-    print()
-    print("| stack depth | leak_timeout | median per round trip | ratio |")
-    print("|---:|---|---:|---:|")
+    rows = []
     for depth in (5, 40):
         base = time_round_trip(None, depth, args.number, args.repeat)
         on = time_round_trip(60.0, depth, args.number // 10, args.repeat)
-        print(f"| {depth} | None | {base * 1e6:.2f} µs | 1.0 |")
-        print(f"| {depth} | 60.0 | {on * 1e6:.2f} µs | {on / base:.0f} |")
-    print()
-    print(f"python {sys.version.split()[0]}")
+        rows.append([str(depth), "None", f"{base * 1e6:.2f} µs", "1.0"])
+        rows.append([str(depth), "60.0", f"{on * 1e6:.2f} µs", f"{on / base:.0f}"])
+    print_markdown_table(
+        f"Uncontended reserve+release of a plain object ({args.repeat} runs, "
+        "medians), leak detection off and on",
+        ["stack depth", "leak_timeout", "median per round trip", "ratio"],
+        rows,
+        align="rlrr",
+    )
+    print(versions_line("python"))
 
 
 if __name__ == "__main__":

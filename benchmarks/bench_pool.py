@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import statistics
 import sys
 import threading
@@ -30,6 +29,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibmc
+from report import (
+    median_by_key,
+    print_markdown_table,
+    print_ns_per_op_table,
+    versions_line,
+    write_json,
+)
 
 import mcpool
 from mcpool.testing import MemcachedServer
@@ -123,17 +129,12 @@ def main() -> int:
             "deque pop/append": collections.deque([object()]),
         }
         samples = uncontended(pools, rounds, number)
-        base = statistics.median(samples["pylibmc.ClientPool"])
-        print(f"Uncontended reserve+release, one thread ({rounds} rounds x {number})")
-        print()
-        print("| pool | median ns/op | min ns/op | speed-up vs pylibmc |")
-        print("|---|---:|---:|---:|")
         results: dict[str, Any] = {"uncontended": {}, "contended": {}}
-        for name, values in samples.items():
-            med = statistics.median(values)
-            results["uncontended"][name] = med
-            print(f"| {name} | {med:.0f} | {min(values):.0f} | {base / med:.2f}x |")
-        print()
+        results["uncontended"] = print_ns_per_op_table(
+            f"Uncontended reserve+release, one thread ({rounds} rounds x {number})",
+            samples,
+            baseline="pylibmc.ClientPool",
+        )
 
         runs: dict[str, list[dict[str, float]]] = {"mcpool": [], "pylibmc": []}
         for _ in range(reps):
@@ -141,30 +142,37 @@ def main() -> int:
             runs["pylibmc"].append(
                 contended(pylibmc.ClientPool(master, 4), 16, seconds)
             )
-        print(
-            f"Contention: 16 threads, 4 clients, one get per reservation "
-            f"({reps} runs x {seconds:.1f} s, medians)"
-        )
-        print()
-        print(
-            "| pool | ops/s | vs pylibmc | slowest thread / mean | "
-            "fastest thread / mean | threads starved |"
-        )
-        print("|---|---:|---:|---:|---:|---:|")
         pylibmc_ops = statistics.median(r["ops_per_s"] for r in runs["pylibmc"])
+        rows = []
         for name, rs in runs.items():
-            med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            med = median_by_key(rs)
             results["contended"][name] = med
-            print(
-                f"| {name} | {med['ops_per_s']:.0f} | "
-                f"{med['ops_per_s'] / pylibmc_ops:.2f}x | {med['min_share']:.2f} | "
-                f"{med['max_share']:.2f} | {med['starved']:.0f} |"
+            rows.append(
+                [
+                    name,
+                    f"{med['ops_per_s']:.0f}",
+                    f"{med['ops_per_s'] / pylibmc_ops:.2f}x",
+                    f"{med['min_share']:.2f}",
+                    f"{med['max_share']:.2f}",
+                    f"{med['starved']:.0f}",
+                ]
             )
-        print()
-        print(f"python {sys.version.split()[0]}, pylibmc {pylibmc.__version__}")
+        print_markdown_table(
+            f"Contention: 16 threads, 4 clients, one get per reservation "
+            f"({reps} runs x {seconds:.1f} s, medians)",
+            [
+                "pool",
+                "ops/s",
+                "vs pylibmc",
+                "slowest thread / mean",
+                "fastest thread / mean",
+                "threads starved",
+            ],
+            rows,
+        )
+        print(versions_line())
         if args.json:
-            with open(args.json, "w") as out:
-                json.dump(results, out, indent=2)
+            write_json(args.json, results)
     return 0
 
 

@@ -48,6 +48,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from report import print_markdown_table, write_json
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for examples.flask_app
 
@@ -362,19 +364,8 @@ def main() -> int:
         )
         for name in SERVERS
     }
-    generator = "wrk" if use_wrk else "a Python load process"
-    print(
-        f"Replies/s, {args.connections} concurrent clients ({generator}, a new "
-        f"connection per request), {args.body_size // 1024} KiB replies, one "
-        f"memcached get each; {args.rounds} rounds x {args.seconds:g} s, medians"
-    )
-    print()
-    print(
-        "| server | replies/s | min | max | vs thread per request | client errors "
-        "| server tracebacks |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
     results: dict[str, Any] = {"servers": {}, "old_ratio": OLD_RATIO}
+    rows = []
     for name, runs in samples.items():
         rates = [r["replies_per_s"] for r in runs]
         errors = sum(r["errors"] for r in runs)
@@ -387,11 +378,33 @@ def main() -> int:
             "errors": errors,
             "server_tracebacks": tracebacks,
         }
-        print(
-            f"| {name} | {med:.0f} | {min(rates):.0f} | {max(rates):.0f} | "
-            f"{ratios[name]:.2f}x | {errors:.0f} | {tracebacks} |"
+        rows.append(
+            [
+                name,
+                f"{med:.0f}",
+                f"{min(rates):.0f}",
+                f"{max(rates):.0f}",
+                f"{ratios[name]:.2f}x",
+                f"{errors:.0f}",
+                str(tracebacks),
+            ]
         )
-    print()
+    generator = "wrk" if use_wrk else "a Python load process"
+    print_markdown_table(
+        f"Replies/s, {args.connections} concurrent clients ({generator}, a new "
+        f"connection per request), {args.body_size // 1024} KiB replies, one "
+        f"memcached get each; {args.rounds} rounds x {args.seconds:g} s, medians",
+        [
+            "server",
+            "replies/s",
+            "min",
+            "max",
+            "vs thread per request",
+            "client errors",
+            "server tracebacks",
+        ],
+        rows,
+    )
     print(
         f"pooled threads / thread per request: {ratios['pooled threads']:.2f}x "
         f"here; the old measurement: 1500 / 500 = {OLD_RATIO:.1f}x"
@@ -416,8 +429,7 @@ def main() -> int:
         f"--workers {args.workers}"
     )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
     return 0
 
 

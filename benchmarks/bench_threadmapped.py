@@ -23,7 +23,6 @@ Two tables:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import threading
@@ -33,6 +32,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibmc
+from report import (
+    median_by_key,
+    print_markdown_table,
+    print_ns_per_op_table,
+    versions_line,
+    write_json,
+)
 
 import mcpool
 from mcpool.testing import MemcachedServer
@@ -141,19 +147,12 @@ def main() -> int:
             "mcpool.ClientPool": mcpool.ClientPool(master, 4),
         }
         samples = fast_path(pools, rounds, number)
-    base = statistics.median(samples["pylibmc.ThreadMappedPool"])
-    print(
+    results["fast_path"] = print_ns_per_op_table(
         "Fast path: reserve+release in a thread that holds its client "
-        f"({rounds} rounds x {number})"
+        f"({rounds} rounds x {number})",
+        samples,
+        baseline="pylibmc.ThreadMappedPool",
     )
-    print()
-    print("| pool | median ns/op | min ns/op | speed-up vs pylibmc |")
-    print("|---|---:|---:|---:|")
-    for name, values in samples.items():
-        med = statistics.median(values)
-        results["fast_path"][name] = med
-        print(f"| {name} | {med:.0f} | {min(values):.0f} | {base / med:.2f}x |")
-    print()
 
     makers: dict[str, Callable[[pylibmc.Client], Any]] = {
         "mcpool.ThreadMappedPool": lambda m: mcpool.ThreadMappedPool(m),
@@ -164,52 +163,57 @@ def main() -> int:
     for _ in range(reps):
         for name, make in makers.items():
             runs[name].append(churn(make, threads))
-    print(
-        f"Thread churn: {threads} new threads, one reserve + get each, "
-        f"{BATCH} at a time ({reps} runs, medians)"
-    )
-    print()
-    print("| pool | ops/s | vs pylibmc | connections opened | open at the end |")
-    print("|---|---:|---:|---:|---:|")
     pylibmc_ops = statistics.median(
         r["ops_per_s"] for r in runs["pylibmc.ThreadMappedPool"]
     )
+    rows = []
     for name, rs in runs.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        med = median_by_key(rs)
         results["churn"][name] = med
-        print(
-            f"| {name} | {med['ops_per_s']:.0f} | "
-            f"{med['ops_per_s'] / pylibmc_ops:.2f}x | {med['opened']:.0f} | "
-            f"{med['open_at_end']:.0f} |"
+        rows.append(
+            [
+                name,
+                f"{med['ops_per_s']:.0f}",
+                f"{med['ops_per_s'] / pylibmc_ops:.2f}x",
+                f"{med['opened']:.0f}",
+                f"{med['open_at_end']:.0f}",
+            ]
         )
-    print()
+    print_markdown_table(
+        f"Thread churn: {threads} new threads, one reserve + get each, "
+        f"{BATCH} at a time ({reps} runs, medians)",
+        ["pool", "ops/s", "vs pylibmc", "connections opened", "open at the end"],
+        rows,
+    )
 
     nested_runs = {
         name: [nested(make, nests) for _ in range(reps)]
         for name, make in list(makers.items())[:2]
     }
-    print(
-        f"Nested reserve: {nests} blocks in one thread, each a get and a nested "
-        f"block with a get ({reps} runs, medians)"
-    )
-    print()
-    print("| pool | ops/s | vs pylibmc | connections opened |")
-    print("|---|---:|---:|---:|")
     pylibmc_ops = statistics.median(
         r["ops_per_s"] for r in nested_runs["pylibmc.ThreadMappedPool"]
     )
+    rows = []
     for name, rs in nested_runs.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        med = median_by_key(rs)
         results["nested"][name] = med
-        print(
-            f"| {name} | {med['ops_per_s']:.0f} | "
-            f"{med['ops_per_s'] / pylibmc_ops:.2f}x | {med['opened']:.0f} |"
+        rows.append(
+            [
+                name,
+                f"{med['ops_per_s']:.0f}",
+                f"{med['ops_per_s'] / pylibmc_ops:.2f}x",
+                f"{med['opened']:.0f}",
+            ]
         )
-    print()
-    print(f"python {sys.version.split()[0]}, pylibmc {pylibmc.__version__}")
+    print_markdown_table(
+        f"Nested reserve: {nests} blocks in one thread, each a get and a nested "
+        f"block with a get ({reps} runs, medians)",
+        ["pool", "ops/s", "vs pylibmc", "connections opened"],
+        rows,
+    )
+    print(versions_line())
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2)
+        write_json(args.json, results)
     return 0
 
 

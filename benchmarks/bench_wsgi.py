@@ -49,6 +49,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from report import markdown_table, write_json  # noqa: E402
+
 from mcpool.testing import MemcachedServer, free_port  # noqa: E402
 
 #: name -> (wsgi_apps mode, MCPOOL_POOL for the extension)
@@ -362,7 +364,7 @@ def main() -> None:
     )
     print_table(title, COLUMNS, table_rows(results), NOTE, args.markdown)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
 
 
 # -- instruction counts ------------------------------------------------------
@@ -440,7 +442,7 @@ def count_instructions(args: argparse.Namespace) -> None:
     )
     print_table(title, INSTRUCTION_COLUMNS, rows, note, args.markdown)
     if args.json:
-        args.json.write_text(json.dumps(per_request, indent=2))
+        write_json(args.json, per_request)
 
 
 # -- tables ------------------------------------------------------------------
@@ -521,9 +523,7 @@ def print_table(
         lines = [
             title,
             "",
-            "| " + " | ".join(columns) + " |",
-            "|---|" + "---:|" * (len(columns) - 1),
-            *("| " + " | ".join(row) + " |" for row in rows),
+            *markdown_table(columns, rows),
             "",
             note,
             "",
