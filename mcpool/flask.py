@@ -301,18 +301,16 @@ def _current_state(what: str) -> PoolState:
     return _state_of(app_context.app)
 
 
-def _context_globals() -> dict[str, Any]:
-    app_context = _cv_app.get(None)
-    return {} if app_context is None else app_context.g.__dict__
-
-
 def _release_context_client(exc: BaseException | None) -> None:
     # Teardown may run twice for one context (tests call
     # do_teardown_appcontext by hand before the context pops); release() is
     # idempotent. The released client stays in g, so that a use later in
     # this pop (an appcontext_tearing_down receiver) raises instead of
     # reserving a client that no teardown would return.
-    context_client: RequestClient | None = _context_globals().get(_G_KEY)
+    app_context = _cv_app.get(None)
+    if app_context is None:
+        return
+    context_client: RequestClient | None = app_context.g.__dict__.get(_G_KEY)
     if context_client is not None:
         context_client.release(exc=exc)
 
