@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         held = [pool.checkout() for _ in range(args.pool_size)]
         started = time.monotonic()
         try:
-            pool.reserve(timeout=0.5)
+            with pool.reserve(timeout=0.5):
+                pass
             expect(False, "reserve() raised PoolTimeout")
         except PoolTimeout as exc:
             waited = time.monotonic() - started

@@ -24,7 +24,8 @@ from typing import Any
 import pylibmc
 
 from .errors import PoolError, ServerUnavailable
-from .pool import Pool, _abandon
+from .fork import abandon
+from .pool import Pool
 
 __all__ = ["BENIGN_ERRORS", "ClientPool", "is_fatal_error"]
 
@@ -192,5 +193,5 @@ class ClientPool(Pool[Any]):
         # Clone it (clones start unconnected) and keep the original alive.
         if self.master is not None:
             inherited = self.master
-            _abandon(inherited)
+            abandon(inherited)
             self.master = inherited.clone()

@@ -1,4 +1,4 @@
-"""The pool core: checkout, handoff to waiters, ageing, fork handling.
+"""The pool core: checkout, handoff to waiters, ageing, recovery.
 
 :class:`Pool` serves any object that must not be used by two threads at
 once (a memcached client, an ``ftplib.FTP`` connection, a DBAPI connection)
@@ -16,28 +16,36 @@ client's ``clone`` as the factory.
         ftp.retrbinary("RETR report.csv", out.write)
 
 One ``with pool.reserve() as item:`` reads top to bottom in
-:meth:`Pool.reserve` and :meth:`Pool._give`: take an idle item, or make one,
-or wait in line; on the way out keep or discard it; hand it to the oldest
-waiter or put it back.
+:meth:`Reservation.__enter__` (and :meth:`Pool._take` when no idle item is
+at hand), then :meth:`Reservation.__exit__` (and :meth:`Pool._release`):
+take an idle item, or make one, or wait in line; on the way out keep or
+discard it; hand it to the oldest waiter or put it back.
+
+Every item the pool counts is a *slot*: idle (in ``_idle``), or held by one
+live :class:`Reservation` (``slot.holder``, a weak reference). A slot that
+is neither was lost by its holder: dropped unreleased, or cut off by an
+exception that struck between two bytecodes. :meth:`Pool._recover` finds
+such slots and frees their capacity, so a fault anywhere costs at most the
+item it struck, never a slot for good.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import mmap
-import os
+import numbers
 import random
+import sys
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import PoolClosed, PoolTimeout
-from .leaks import LeakDetector, NoLeakDetector
+from .fork import abandon, new_fork_marker, reset_lock, watch_for_forks
+from .leaks import LeakDetector, NoLeakDetector, report_recovered
 from .stats import PoolStats
 
 __all__ = ["Lease", "Pool", "Reservation"]
@@ -46,123 +54,167 @@ T = TypeVar("T")
 
 logger = logging.getLogger("mcpool")
 
-# What a waiter is handed instead of an item: "make one yourself, the slot is
-# yours", or "the pool was closed".
+_new = object.__new__
+_getframe = sys._getframe
+
+# A slot whose item the factory is still making.
+_PENDING: Any = object()
+
+# What a waiter is told when it is woken: "your reservation holds an item",
+# "your reservation holds a free slot: make the item", "the pool was closed".
+_SERVED = object()
 _GRANT = object()
 _CLOSED = object()
 
-# Items made before a fork are kept alive in the child for good: freeing a
-# pylibmc client sends ``quit`` on the socket it shares with the parent, and
-# an item's close hook may do the same (an FTP ``QUIT``). An extra reference
-# count makes sure not even interpreter shutdown frees them.
-_abandoned: list[object] = []
 
+def wait_seconds(timeout: object, what: str = "timeout") -> float | None:
+    """Validate a timeout; ``None`` means wait forever.
 
-def _abandon(item: object) -> None:
-    ctypes.pythonapi.Py_IncRef(ctypes.py_object(item))
-    _abandoned.append(item)
-
-
-# Pools to reset eagerly in a child made by os.fork(), before any thread of
-# the child can touch them.
-_live_pools: weakref.WeakSet[Pool[object]] = weakref.WeakSet()
-
-
-def _reset_pools_in_child() -> None:
-    for pool in list(_live_pools):
-        pool._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_pools_in_child)
-
-# In a child forked without the at-fork hooks (uWSGI's workers), several
-# threads can find a pool's fork marker cleared at once; only the first may
-# reset the pool, or a second reset orphans what the first handed out (and
-# its connection stays open for good). One lock per process, made in that
-# process, so that no lock a parent's thread held at the fork is ever used.
-_fork_reset_locks: dict[int, threading.Lock] = {}
-
-
-class _PidMarker:
-    """Fallback fork detector: ``marker[0]`` is 0 once the pid has changed."""
-
-    __slots__ = ("pid",)
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-
-    def __getitem__(self, index: int) -> int:
-        return int(os.getpid() == self.pid)
-
-
-_MADV_WIPEONFORK = 18  # Linux >= 4.14; the mmap module does not name it
-
-
-def _new_fork_marker() -> mmap.mmap | _PidMarker:
-    """A byte that reads 1 in this process and 0 in any forked child.
-
-    Forks that skip Python's at-fork hooks (uWSGI forks its workers from C by
-    default) must still be noticed on the next reserve. ``os.getpid()`` is a
-    system call (186 ns on the reference machine, a third of a whole
-    reserve/release); reading a private page marked ``MADV_WIPEONFORK``, which
-    the kernel hands to every child zero-filled, costs 21 ns.
+    ``math.inf``, and any value too large for the platform's locks, waits
+    forever; ``nan``, negative and non-number values are refused.
     """
-    try:
-        page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        page.madvise(_MADV_WIPEONFORK)
-    except (AttributeError, OSError, ValueError):
-        return _PidMarker()
-    page[0] = 1
-    return page
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(
+            f"{what} must be a number of seconds (math.inf waits forever), "
+            f"got {timeout!r}"
+        )
+    seconds = float(timeout)
+    if not seconds >= 0:  # also catches nan
+        raise ValueError(
+            f"{what} must be a number of seconds >= 0 (math.inf waits "
+            f"forever), got {timeout!r}"
+        )
+    return None if seconds > threading.TIMEOUT_MAX else seconds
+
+
+def whole_number(value: object, what: str) -> int:
+    """Validate a size: an ``int`` (not a ``bool``) >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value}")
+    return value
 
 
 def _discard_always(exc: BaseException) -> bool:
     return True
 
 
-class Reservation(Generic[T]):
-    """What :meth:`Pool.reserve` returns: a pooled item and its bookkeeping.
+class _Slot:
+    """The pool's record of one item: idle, or held by one reservation."""
 
-    Use it in one ``with`` statement: entering gives the item; leaving returns
-    it to the pool, or discards it if the block raised an exception that the
-    pool's *discard_on* calls fatal. The item is taken when
-    :meth:`Pool.reserve` is called, so call it in the ``with`` line.
+    __slots__ = (
+        "item",
+        "holder",
+        "generation",
+        "expires_at",
+        "idle_since",
+        "site",
+        "reserved_at",
+        "reserved_by",
+        "reserved_stack",
+    )
+
+    def __init__(self, generation: int) -> None:
+        self.item: Any = _PENDING
+        self.holder: weakref.ref[Reservation[Any]] | None = None
+        self.generation = generation
+        self.expires_at = float("inf")
+        self.idle_since = 0.0
+        # (code, bytecode offset) of the reserving call, for the report
+        # when the reservation is dropped unreleased.
+        self.site: tuple[Any, int] | None = None
+        self.reserved_at = 0.0
+        self.reserved_by = ""
+        self.reserved_stack: list[tuple[str, int, str]] | None = None
+
+
+class _Waiter:
+    """A caller in line. ``signal`` is held until the waiter is served."""
+
+    __slots__ = ("signal", "result", "reservation", "gone")
+
+    def __init__(self, reservation: Reservation[Any]) -> None:
+        self.signal = threading.Lock()
+        self.signal.acquire()
+        self.result: object = None
+        self.reservation = reservation
+        # Set first thing when the waiter leaves by an exception: servers
+        # skip it even if a second fault keeps it from leaving the line.
+        self.gone = False
+
+
+class Reservation(Generic[T]):
+    """What :meth:`Pool.reserve` returns: one use of one pooled item.
+
+    Entering takes an item (an idle one, a new one, or after waiting in
+    line); leaving returns it, or discards it if the block raised an
+    exception that the pool's *discard_on* calls fatal. Nothing is taken
+    before ``__enter__``, so a reservation that is never entered costs
+    nothing. A reservation serves one ``with`` block: leaving it again does
+    nothing, and entering it again raises :class:`RuntimeError`.
 
     >>> with pool.reserve() as item:  # doctest: +SKIP
     ...     item.use()
     """
 
-    __slots__ = (
-        "item",
-        "pool",
-        "generation",
-        "expires_at",
-        "idle_since",
-        "reserved_at",
-        "reserved_by",
-        "reserved_stack",
-        "__weakref__",
-    )
+    __slots__ = ("_pool", "_slot", "_wait", "__weakref__")
 
-    def __init__(self, item: T, generation: int, expires_at: float) -> None:
-        #: the pooled object
-        self.item = item
-        #: the pool while the item is out; ``None`` while it is in the pool
-        self.pool: Pool[T] | None = None
-        self.generation = generation
-        self.expires_at = expires_at
-        self.idle_since = 0.0
-        self.reserved_at = 0.0
-        self.reserved_by = ""
-        self.reserved_stack: list[tuple[str, int, str]] | None = None
+    _pool: Pool[T] | None
+    _slot: _Slot | None
+    # None: block, with the pool's timeout; else (block, seconds or None).
+    _wait: tuple[bool, float | None] | None
+
+    def __init__(self, pool: Pool[T], block: bool = True, timeout: Any = None) -> None:
+        self._pool = pool
+        self._slot = None
+        self._wait = None
+        if not (block is True and timeout is None):
+            seconds = pool._timeout if timeout is None else wait_seconds(timeout)
+            self._wait = (bool(block), seconds)
+
+    @property
+    def item(self) -> T:
+        """The item, while the reservation holds it.
+
+        :raises RuntimeError: before ``__enter__`` or after ``__exit__``.
+        """
+        slot = self._slot
+        if slot is None:
+            raise RuntimeError("this reservation holds no item; use it in a with block")
+        item: T = slot.item
+        return item
 
     def __enter__(self) -> T:
-        if self.pool is None:
+        pool = self._pool
+        if pool is None or self._slot is not None:
             raise RuntimeError(
-                "this reservation was already released; call pool.reserve() again"
+                "this reservation was already "
+                + ("released" if pool is None else "entered")
+                + "; each with block needs its own pool.reserve()"
             )
-        return self.item
+        try:
+            if not pool._fork_marker[0]:
+                pool._after_unhooked_fork()
+            if self._wait is None and not pool._vetted:
+                # Pool._take's common case, inlined: an idle item and nobody
+                # in line. The lock is a with block, so that no exception,
+                # however asynchronous, can leave it held.
+                with pool._lock:
+                    idle = pool._idle
+                    if idle and not pool._waiters:
+                        slot = idle.pop()
+                        slot.holder = weakref.ref(self, pool._note_dropped)
+                        self._slot = slot
+                        pool._reserves += 1
+                        caller = _getframe(1)
+                        slot.site = (caller.f_code, caller.f_lasti)
+                        item: T = slot.item
+                        return item
+            return pool._take(self)
+        except BaseException:
+            pool._enter_failed(self)
+            raise
 
     def __exit__(
         self,
@@ -170,38 +222,24 @@ class Reservation(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        pool = self.pool
-        if pool is None:
+        slot = self._slot
+        if slot is None:
+            self._pool = None
             return
-        self.pool = None
-        if (
-            exc is None
-            and not (pool._vetted or pool._waiters)
-            and pool.max_spare is None
-        ):
-            # Pool._give's common case, inlined: a call less is a tenth of a
-            # reserve and release. The unlocked look at the waiters keeps a
-            # contended pool from taking the lock twice; it is checked again
-            # under the lock, and anything else goes through Pool._give.
-            lock = pool._lock
-            lock.acquire()
-            if not (pool._closed or pool._waiters):
-                pool._idle.append(self)
-                lock.release()
-                return
-            lock.release()
-        pool._give(self, exc is not None and pool.discard_on(exc))
-
-
-class _Waiter:
-    """A caller in line. ``signal`` is held until the waiter is served."""
-
-    __slots__ = ("signal", "result")
-
-    def __init__(self) -> None:
-        self.signal = threading.Lock()
-        self.signal.acquire()
-        self.result: object = None
+        pool = self._pool
+        assert pool is not None
+        if exc is None and not pool._vetted and pool.max_spare is None:
+            # Pool._release's common case, inlined.
+            with pool._lock:
+                if self._slot is not slot:
+                    return  # released meanwhile by another thread
+                if not (pool._waiters or pool._closed):
+                    self._slot = None
+                    self._pool = None
+                    slot.holder = None
+                    pool._idle.append(slot)
+                    return
+        pool._release(self, exc, discard=False)
 
 
 class Pool(Generic[T]):
@@ -212,12 +250,17 @@ class Pool(Generic[T]):
     waiter. The most recently returned idle item is reused first, so a lightly
     loaded pool keeps few items warm and lets the rest age out.
 
+    No exception, wherever it is raised (in the caller, in a waiter, in a
+    hook, asynchronously), and no reservation dropped unreleased loses an
+    item's slot for good: the pool notices and frees it, with a warning
+    naming where the item was reserved.
+
     :param factory: makes a new item; called outside the pool's lock.
     :param max_size: the most items alive at once.
     :param min_idle: keep at least this many items idle; they are made at
         construction and replaced when discarded.
     :param timeout: default seconds :meth:`reserve` waits before raising
-        :class:`~mcpool.PoolTimeout`.
+        :class:`~mcpool.PoolTimeout`; ``math.inf`` waits forever.
     :param max_idle: close idle items above *min_idle* after this many
         seconds unused (checked when items come back, and by :meth:`prune`).
     :param max_spare: keep at most this many items idle; when one more comes
@@ -227,8 +270,9 @@ class Pool(Generic[T]):
         less up to *lifetime_jitter* of it at random, so that items made
         together do not all expire together. An item in use is replaced when
         it comes back.
-    :param check: called with an idle item before it is handed out; a false
-        result or an exception discards it and another is taken.
+    :param check: called with an idle item before it is handed out (never
+        with one just made); a false result or an exception discards it and
+        another is taken, within the reserve's timeout.
     :param reset: called with an item when it comes back (a rollback, say);
         an exception discards the item.
     :param close: called with an item the pool drops; exceptions are logged.
@@ -239,6 +283,14 @@ class Pool(Generic[T]):
         the reservation, and name the longest holders in timeout errors.
     :param clock: the monotonic clock for ageing and leaks, injectable in tests.
     :param name: shown in logs and errors.
+    :raises TypeError: a size that is not an ``int``, a timeout that is not a
+        number.
+    :raises ValueError: a size or timeout out of range.
+
+    A hook (*check*, *reset*, *discard_on*, *close*) that raises gets the
+    item discarded and counted; an :class:`Exception` is logged, and any
+    other :class:`BaseException` (``KeyboardInterrupt``) propagates once the
+    pool's books are straight.
 
     >>> pool = Pool(list, max_size=2)
     >>> with pool.reserve() as item:
@@ -266,9 +318,11 @@ class Pool(Generic[T]):
         clock: Callable[[], float] = time.monotonic,
         name: str | None = None,
     ) -> None:
-        if max_size < 0:
-            raise ValueError(f"max_size must be >= 0, got {max_size}")
-        if not 0 <= min_idle <= max_size:
+        whole_number(max_size, "max_size")
+        whole_number(min_idle, "min_idle")
+        if max_spare is not None:
+            whole_number(max_spare, "max_spare")
+        if min_idle > max_size:
             raise ValueError(f"min_idle must be within 0..max_size, got {min_idle}")
         if max_spare is not None and max_spare < min_idle:
             raise ValueError(
@@ -278,15 +332,15 @@ class Pool(Generic[T]):
             raise ValueError(
                 f"lifetime_jitter must be in [0, 1), got {lifetime_jitter}"
             )
+        self.timeout = timeout
         self.factory = factory
         self.max_size = max_size
         self.min_idle = min_idle
-        self.timeout = timeout
         self.max_idle = max_idle
         self.max_spare = max_spare
         self.max_lifetime = max_lifetime
         self.lifetime_jitter = lifetime_jitter
-        self.check = check
+        self._check = check
         self._reset = reset
         self.close_item = close
         self.discard_on: Callable[[BaseException], bool] = discard_on or _discard_always
@@ -298,17 +352,21 @@ class Pool(Generic[T]):
             self._leaks = LeakDetector(self.name, leak_timeout, clock)
         self._aged = max_idle is not None or max_lifetime is not None
         self._generation = 0
+        self._recovered = 0
         self._init_state()
         self._update_vetting()
-        _live_pools.add(self)  # type: ignore[arg-type]
+        watch_for_forks(self)
         self._replenish()
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()
         self._generation += 1
-        self._idle: deque[Reservation[T]] = deque()
+        self._slots: set[_Slot] = set()
+        self._idle: deque[_Slot] = deque()
         self._waiters: deque[_Waiter] = deque()
-        self._size = 0
+        # Set when a slot may have lost its holder (a reservation dropped or
+        # cut off by an exception); the next slow path recovers it.
+        self._suspect = False
         self._closed = False
         self._created = 0
         self._discarded = 0
@@ -320,7 +378,27 @@ class Pool(Generic[T]):
         # Last: in a child forked without at-fork hooks, a thread that reads
         # the new marker skips the reset, so everything it reads next must
         # already be the child's own.
-        self._fork_marker = _new_fork_marker()
+        self._fork_marker = new_fork_marker()
+
+    @property
+    def timeout(self) -> float:
+        """Default seconds :meth:`reserve` waits; ``math.inf`` waits forever."""
+        return self._timeout_setting
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self._timeout = wait_seconds(seconds)
+        self._timeout_setting = seconds
+
+    @property
+    def check(self) -> Callable[[T], object] | None:
+        """The hook called with each idle item before it is handed out."""
+        return self._check
+
+    @check.setter
+    def check(self, hook: Callable[[T], object] | None) -> None:
+        self._check = hook
+        self._update_vetting()
 
     @property
     def reset(self) -> Callable[[T], object] | None:
@@ -338,7 +416,7 @@ class Pool(Generic[T]):
         self._vetted = (
             self._generation > 1
             or self._aged
-            or self.check is not None
+            or self._check is not None
             or self._reset is not None
             or self.leak_timeout is not None
         )
@@ -348,40 +426,39 @@ class Pool(Generic[T]):
     def reserve(
         self, block: bool = True, timeout: float | None = None
     ) -> Reservation[T]:
-        """Reserve an item for one ``with`` block.
+        """A reservation for one ``with`` block; the item is taken on entry.
 
         :param block: wait for an item when none is free. ``False`` raises
             :class:`~mcpool.PoolTimeout` at once, as ``pylibmc``'s pool raises
             ``queue.Empty``.
-        :param timeout: seconds to wait; the pool's *timeout* by default.
-        :raises PoolTimeout: no item within *timeout*.
-        :raises PoolClosed: the pool is closed.
+        :param timeout: seconds to wait; ``None`` for the pool's *timeout*,
+            ``math.inf`` to wait forever.
+        :raises TypeError: *timeout* is not a number (at this call).
+        :raises ValueError: *timeout* is negative or ``nan`` (at this call).
+
+        Entering the reservation raises :class:`~mcpool.PoolTimeout` when no
+        item came within *timeout*, and :class:`~mcpool.PoolClosed` once the
+        pool is closed.
 
         >>> with pool.reserve(timeout=0.5) as item:  # doctest: +SKIP
         ...     item.use()
         """
-        if not self._fork_marker[0]:
-            self._after_unhooked_fork()
-        lock = self._lock
-        lock.acquire()
-        idle = self._idle
-        if idle and not self._waiters:
-            # The fast path, inlined: one call less is a sixth of the cost.
-            entry = idle.pop()
-            self._reserves += 1
-            lock.release()
-        else:
-            entry = self._take_locked(block, timeout)
-        if self._vetted:
-            entry = self._vet(entry, block, timeout)
-        entry.pool = self
-        return entry
+        if block is True and timeout is None:
+            # The constructor, inlined: a Python-level __init__ is a fifth
+            # of a whole reserve and release.
+            reservation: Reservation[T] = _new(Reservation)
+            reservation._pool = self
+            reservation._slot = None
+            reservation._wait = None
+            return reservation
+        return Reservation(self, block, timeout)
 
     def checkout(self, block: bool = True, timeout: float | None = None) -> Lease[T]:
         """Reserve an item now and return a :class:`Lease` to release by hand.
 
         For code that cannot use a ``with`` block, such as WSGI middleware that
-        holds a client until the server closes the response.
+        holds a client until the server closes the response. A lease dropped
+        unreleased is noticed: its item's slot is freed, with a warning.
 
         >>> lease = pool.checkout()  # doctest: +SKIP
         >>> try:
@@ -389,18 +466,27 @@ class Pool(Generic[T]):
         ... finally:
         ...     lease.release()
         """
-        return Lease(self.reserve(block, timeout))
+        reservation = self.reserve(block, timeout)
+        reservation.__enter__()
+        slot = reservation._slot
+        if slot is not None:  # the caller's line, not this one
+            caller = _getframe(1)
+            slot.site = (caller.f_code, caller.f_lasti)
+        return Lease(reservation)
 
     def stats(self) -> PoolStats:
         """A consistent snapshot of sizes and counters; see :class:`PoolStats`."""
         self._check_fork()
+        if self._suspect:
+            self._recover()
         with self._lock:
             idle = len(self._idle)
+            size = len(self._slots)
             return PoolStats(
                 max_size=self.max_size,
-                size=self._size,
+                size=size,
                 idle=idle,
-                in_use=self._size - idle,
+                in_use=size - idle,
                 waiting=len(self._waiters),
                 created=self._created,
                 discarded=self._discarded,
@@ -409,6 +495,7 @@ class Pool(Generic[T]):
                 waits=self._waits,
                 total_wait=self._total_wait,
                 max_wait=self._max_wait,
+                recovered=self._recovered,
             )
 
     @property
@@ -429,14 +516,13 @@ class Pool(Generic[T]):
             self._closed = True
             dropped = list(self._idle)
             self._idle.clear()
-            self._size -= len(dropped)
+            self._slots.difference_update(dropped)
             self._discarded += len(dropped)
             while self._waiters:
                 waiter = self._waiters.popleft()
                 waiter.result = _CLOSED
                 waiter.signal.release()
-        for entry in dropped:
-            self._close_entry(entry)
+        self._close_items(dropped)
 
     def prune(self) -> int:
         """Close idle items past *max_idle* or *max_lifetime* now.
@@ -449,8 +535,7 @@ class Pool(Generic[T]):
         now = self.clock()
         with self._lock:
             dropped = self._pop_expired_idle(now)
-        for entry in dropped:
-            self._close_entry(entry)
+        self._close_items(dropped)
         self._replenish()
         return len(dropped)
 
@@ -474,91 +559,88 @@ class Pool(Generic[T]):
 
     # -- the reserve/release path -----------------------------------------
 
-    def _take_locked(self, block: bool, timeout: float | None) -> Reservation[T]:
-        """Take the most recently returned idle item, or make one, or wait.
+    def _take(self, reservation: Reservation[T]) -> T:
+        """Take an idle item, or make one, or wait in line; then vet it."""
+        block, seconds = reservation._wait or (True, self._timeout)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        if self._suspect:
+            self._recover()
+        while True:
+            waiter = None
+            with self._lock:
+                if self._closed:
+                    raise PoolClosed(
+                        f"{self.name} is closed; nothing can be reserved from it"
+                    )
+                if self._idle and not self._waiters:
+                    self._hold(self._idle.pop(), reservation)
+                    fresh = False
+                elif len(self._slots) < self.max_size and not self._waiters:
+                    self._hold(self._new_slot(), reservation)
+                    fresh = True
+                elif block and (deadline is None or time.monotonic() < deadline):
+                    waiter = _Waiter(reservation)
+                    self._waiters.append(waiter)
+                else:
+                    self._timeouts += 1
+                    raise PoolTimeout(self._timeout_message(seconds or 0.0, block))
+            if waiter is not None:
+                fresh = self._wait_in_line(waiter, deadline, seconds or 0.0)
+            slot = reservation._slot
+            assert slot is not None
+            if fresh:
+                self._make(slot)
+            elif self._vetted:
+                try:
+                    usable = self._usable(slot)
+                except BaseException:
+                    self._release(reservation, None, discard=True)
+                    reservation._pool = self
+                    raise
+                if not usable:
+                    self._release(reservation, None, discard=True)
+                    reservation._pool = self  # the reservation tries again
+                    continue
+            if self._vetted:
+                self._leaks.on_take(slot)
+                if self._aged:
+                    self.prune()
+            with self._lock:
+                self._reserves += 1
+            caller = _getframe(2)
+            slot.site = (caller.f_code, caller.f_lasti)
+            item: T = slot.item
+            return item
 
-        Called with the lock held; returns without it.
-        """
-        lock = self._lock
-        if self._idle and not self._waiters:
-            entry = self._idle.pop()
-            self._reserves += 1
-            lock.release()
-            return entry
-        if self._closed:
-            lock.release()
-            raise PoolClosed(f"{self.name} is closed; nothing can be reserved from it")
-        if self._size < self.max_size and not self._waiters:
-            self._size += 1
-            self._reserves += 1
-            lock.release()
-            return self._make_in_slot()
-        return self._wait_in_line(block, timeout)
+    def _hold(self, slot: _Slot, reservation: Reservation[T]) -> None:
+        """Make *reservation* the holder of *slot*; called with the lock held."""
+        slot.holder = weakref.ref(reservation, self._note_dropped)
+        reservation._slot = slot
 
-    def _give(self, entry: Reservation[T], discard: bool) -> None:
-        """Keep or discard a returning item; hand it to the oldest waiter."""
-        if self._vetted:
-            if entry.generation != self._generation:
-                # Made before a fork that happened while it was out: the
-                # parent owns it. Never use it, never free it. (A forked
-                # child's pools are vetted, so only they pay for this test.)
-                _abandon(entry.item)
-                return
-            discard = self._vet_returning(entry, discard)
-        lock = self._lock
-        lock.acquire()
-        spare = self.max_spare
-        if not (discard or self._closed or self._waiters) and (
-            spare is None or len(self._idle) < spare
-        ):
-            self._idle.append(entry)
-            lock.release()
-            return
-        if not self._fork_marker[0]:
-            # A child forked without at-fork hooks, before its first reserve:
-            # the idle items, the waiters and this item are all the parent's.
-            lock.release()
-            self._after_unhooked_fork()
-            _abandon(entry.item)
-            return
-        if discard or self._closed:
-            self._size -= 1
-            self._discarded += 1
-            self._grant_free_slots()
-            lock.release()
-            self._close_entry(entry)
-            if self.min_idle:
-                self._replenish()
-        elif self._waiters:
-            waiter = self._waiters.popleft()
-            waiter.result = entry
-            waiter.signal.release()
-            lock.release()
-        else:
-            # More than max_spare would be idle: close the least recently used.
-            self._idle.append(entry)
-            surplus = self._idle.popleft()  # the entry itself when max_spare=0
-            self._size -= 1
-            self._discarded += 1
-            lock.release()
-            self._close_entry(surplus)
+    def _new_slot(self) -> _Slot:
+        """Count a slot for an item about to be made; called with the lock held."""
+        slot = _Slot(self._generation)
+        self._slots.add(slot)
+        return slot
 
-    # -- the slow paths ---------------------------------------------------
-
-    def _wait_in_line(self, block: bool, timeout: float | None) -> Reservation[T]:
-        """Wait for a handoff; called with the lock held, returns without it."""
-        if timeout is None:
-            timeout = self.timeout
-        if not block or timeout <= 0:
-            self._timeouts += 1
-            message = self._timeout_message(0.0, block)
-            self._lock.release()
-            raise PoolTimeout(message)
-        waiter = _Waiter()
-        self._waiters.append(waiter)
-        self._lock.release()
+    def _wait_in_line(
+        self, waiter: _Waiter, deadline: float | None, seconds: float
+    ) -> bool:
+        """Wait until served; True if the slot came empty (make the item)."""
         started = time.monotonic()
-        waiter.signal.acquire(timeout=timeout)
+        try:
+            if deadline is None:
+                waiter.signal.acquire()
+            else:
+                waiter.signal.acquire(True, max(0.0, deadline - started))
+        except BaseException:
+            # A signal handler raised, or an asynchronous exception arrived,
+            # maybe just after an item was handed over: leave the line and
+            # give back whatever this waiter was given.
+            waiter.gone = True
+            self._suspect = True
+            self._leave_line(waiter)
+            raise
         waited = time.monotonic() - started
         with self._lock:
             self._waits += 1
@@ -566,82 +648,225 @@ class Pool(Generic[T]):
             self._max_wait = max(self._max_wait, waited)
             result = waiter.result
             if result is None:
-                # Not served in time. A waiter served between its deadline and
-                # this lock keeps what it was given (below), so a timed-out
-                # waiter never holds an item that nobody will return.
+                # Not served in time. One served between its deadline and
+                # this lock keeps what it was given.
                 self._waiters.remove(waiter)
                 self._timeouts += 1
-                raise PoolTimeout(self._timeout_message(waited, block))
+                raise PoolTimeout(self._timeout_message(waited, True))
             if result is _CLOSED:
                 raise PoolClosed(f"{self.name} was closed while waiting for an item")
-            self._reserves += 1
-        if result is _GRANT:
-            return self._make_in_slot()
-        return result  # type: ignore[return-value]
+        return result is _GRANT
 
-    def _make_in_slot(self) -> Reservation[T]:
-        """Make an item for a slot already counted in ``_size`` and ``_reserves``."""
+    def _leave_line(self, waiter: _Waiter) -> None:
+        """A waiter left by an exception: out of line, and its slot back."""
+        reservation = waiter.reservation
+        with self._lock:
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass  # served, or woken by close()
+            slot = reservation._slot
+            if slot is None:
+                return
+            reservation._slot = None
+            slot.holder = None
+            if slot.item is _PENDING:
+                self._slots.discard(slot)
+                self._grant_free_slots()
+            else:
+                self._hand_over(slot)
+
+    def _make(self, slot: _Slot) -> None:
+        """Make the item of a slot counted but still empty."""
         try:
             item = self.factory()
         except BaseException:
             with self._lock:
-                self._size -= 1
-                self._reserves -= 1
+                holder = slot.holder() if slot.holder is not None else None
+                if holder is not None and holder._slot is slot:
+                    holder._slot = None
+                slot.holder = None
+                self._slots.discard(slot)
                 self._grant_free_slots()
             raise
-        expires_at = float("inf")
         if self.max_lifetime is not None:
             jitter = 1.0 - self.lifetime_jitter * random.random()
-            expires_at = self.clock() + self.max_lifetime * jitter
+            slot.expires_at = self.clock() + self.max_lifetime * jitter
+        slot.item = item
         with self._lock:
             self._created += 1
-        return Reservation(item, self._generation, expires_at)
+
+    def _release(
+        self, reservation: Reservation[T], exc: BaseException | None, discard: bool
+    ) -> None:
+        """Decide keep or discard, then hand the item on; once per reservation."""
+        slot = reservation._slot
+        if slot is None:
+            reservation._pool = None
+            return
+        raised: BaseException | None = None
+        try:
+            if not discard and exc is not None:
+                discard = self.discard_on(exc)
+            if self._vetted and slot.generation == self._generation:
+                self._leaks.on_give(slot)
+                if not discard and self._reset is not None:
+                    discard = not self._run_hook(self._reset, slot, "reset")
+                if self._aged:
+                    now = slot.idle_since = self.clock()
+                    discard = discard or now >= slot.expires_at
+        except BaseException as hook_exc:
+            discard = True
+            if isinstance(hook_exc, Exception):
+                logger.warning(
+                    "%s: discard_on raised; the item is discarded",
+                    self.name,
+                    exc_info=True,
+                )
+            else:
+                raised = hook_exc
+        try:
+            self._give_back(reservation, slot, discard)
+        finally:
+            if raised is not None:
+                raise raised
+
+    def _give_back(
+        self, reservation: Reservation[T], slot: _Slot, discard: bool
+    ) -> None:
+        """Detach *slot* from *reservation*, then keep, hand on or close it."""
+        if not self._fork_marker[0]:
+            # A child forked without at-fork hooks, before its first reserve:
+            # the idle items, the waiters and this item are all the parent's.
+            self._after_unhooked_fork()
+        surplus: list[_Slot] = []
+        with self._lock:
+            if reservation._slot is not slot:
+                return  # released meanwhile by another thread
+            reservation._slot = None
+            reservation._pool = None
+            slot.holder = None
+            if slot.generation != self._generation:
+                # Made before a fork that happened while it was out: the
+                # parent owns it. Never use it, never free it.
+                abandon(slot.item)
+                return
+            if discard or self._closed:
+                self._slots.discard(slot)
+                self._discarded += 1
+                self._grant_free_slots()
+                surplus.append(slot)
+            else:
+                self._hand_over(slot)
+                spare = self.max_spare
+                if spare is not None and len(self._idle) > spare:
+                    # Close the least recently used.
+                    extra = self._idle.popleft()
+                    self._slots.discard(extra)
+                    self._discarded += 1
+                    surplus.append(extra)
+        if surplus:
+            self._close_items(surplus)
+            if self.min_idle:
+                self._replenish()
+
+    def _hand_over(self, slot: _Slot) -> None:
+        """Give *slot* to the oldest waiter, or keep it idle; lock held."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if waiter.gone:
+                continue
+            self._hold(slot, waiter.reservation)
+            waiter.result = _SERVED
+            waiter.signal.release()
+            return
+        self._idle.append(slot)
 
     def _grant_free_slots(self) -> None:
         """Let waiters make items in free slots; called with the lock held."""
-        while self._waiters and self._size < self.max_size and not self._closed:
+        while self._waiters and len(self._slots) < self.max_size and not self._closed:
             waiter = self._waiters.popleft()
-            self._size += 1
+            if waiter.gone:
+                continue
+            self._hold(self._new_slot(), waiter.reservation)
             waiter.result = _GRANT
             waiter.signal.release()
 
-    def _vet(
-        self, entry: Reservation[T], block: bool, timeout: float | None
-    ) -> Reservation[T]:
-        """Apply the optional checks to an item about to be handed out."""
-        while not self._usable(entry):
-            self._give(entry, discard=True)
-            with self._lock:
-                self._reserves -= 1
-            self._lock.acquire()
-            entry = self._take_locked(block, timeout)
-        self._leaks.on_take(entry)
-        if self._aged:
-            self.prune()
-        return entry
+    # -- faults -------------------------------------------------------------
 
-    def _usable(self, entry: Reservation[T]) -> bool:
-        if self._aged and self.clock() >= entry.expires_at:
+    def _enter_failed(self, reservation: Reservation[T]) -> None:
+        """``__enter__`` raised: give back anything the reservation got.
+
+        The reservation stays unentered, so the caller may try it again.
+        """
+        self._suspect = True
+        slot = reservation._slot
+        if slot is None:
+            return
+        with self._lock:
+            if reservation._slot is not slot:
+                return
+            reservation._slot = None
+            slot.holder = None
+            if slot.item is _PENDING:
+                self._slots.discard(slot)
+                self._grant_free_slots()
+            else:
+                self._hand_over(slot)
+
+    def _note_dropped(self, reference: object) -> None:
+        # Called by the garbage collector, maybe while this very thread
+        # holds the lock: only set a flag; the next slow path recovers.
+        self._suspect = True
+
+    def _recover(self) -> None:
+        """Free the slots whose holder is gone, and report them."""
+        with self._lock:
+            self._suspect = False
+            idle = set(map(id, self._idle))
+            lost = []
+            for slot in list(self._slots):
+                holder = slot.holder
+                if id(slot) in idle or (holder is not None and holder() is not None):
+                    continue
+                slot.holder = None
+                self._slots.discard(slot)
+                if slot.item is not _PENDING:
+                    self._discarded += 1
+                    self._recovered += 1
+                    lost.append(slot)
+            if any(waiter.gone for waiter in self._waiters):
+                self._waiters = deque(w for w in self._waiters if not w.gone)
+            self._grant_free_slots()
+        still_used = []
+        for slot in lost:
+            self._leaks.on_give(slot)
+            # Two references: the slot's and getrefcount's argument. More
+            # means somebody still has the item: closing it under them
+            # would break their request, so the pool only forgets it.
+            if sys.getrefcount(slot.item) > 2:
+                still_used.append(slot)
+        for slot in lost:
+            report_recovered(self.name, slot.site, slot in still_used)
+        self._close_items([slot for slot in lost if slot not in still_used])
+
+    # -- the optional checks ----------------------------------------------
+
+    def _usable(self, slot: _Slot) -> bool:
+        if self._aged and self.clock() >= slot.expires_at:
             return False
-        if self.check is not None:
-            return self._run_hook(self.check, entry, "check")
+        if self._check is not None:
+            return self._run_hook(self._check, slot, "check")
         return True
 
-    def _vet_returning(self, entry: Reservation[T], discard: bool) -> bool:
-        """Apply the optional hooks to a returning item; True means discard."""
-        self._leaks.on_give(entry)
-        if not discard and self._reset is not None:
-            discard = not self._run_hook(self._reset, entry, "reset")
-        if self._aged:
-            now = entry.idle_since = self.clock()
-            discard = discard or now >= entry.expires_at
-        return discard
+    def _run_hook(self, hook: Callable[[T], object], slot: _Slot, what: str) -> bool:
+        """Run a hook on an item; False means discard it.
 
-    def _run_hook(
-        self, hook: Callable[[T], object], entry: Reservation[T], what: str
-    ) -> bool:
+        An :class:`Exception` is logged; any other exception propagates, and
+        the caller discards the item on its way out.
+        """
         try:
-            result = hook(entry.item)
+            result = hook(slot.item)
         except Exception:
             logger.warning(
                 "%s: %s hook raised; the item is discarded",
@@ -652,7 +877,7 @@ class Pool(Generic[T]):
             return False
         return what != "check" or bool(result)
 
-    def _pop_expired_idle(self, now: float) -> list[Reservation[T]]:
+    def _pop_expired_idle(self, now: float) -> list[_Slot]:
         """Pop idle items past their age; called with the lock held.
 
         The least recently used items sit at the left of the deque.
@@ -660,17 +885,17 @@ class Pool(Generic[T]):
         idle = self._idle
         keep = self.min_idle
         max_idle = self.max_idle
-        dropped: list[Reservation[T]] = []
-        for entry in list(idle):
+        dropped: list[_Slot] = []
+        for slot in list(idle):
             if len(idle) <= keep:
                 break
-            too_idle = max_idle is not None and now - entry.idle_since >= max_idle
-            if too_idle or now >= entry.expires_at:
-                idle.remove(entry)
-                dropped.append(entry)
+            too_idle = max_idle is not None and now - slot.idle_since >= max_idle
+            if too_idle or now >= slot.expires_at:
+                idle.remove(slot)
+                dropped.append(slot)
             elif max_idle is not None and self.max_lifetime is None:
                 break  # idle times only grow leftwards: the rest are younger
-        self._size -= len(dropped)
+        self._slots.difference_update(dropped)
         self._discarded += len(dropped)
         if dropped:
             self._grant_free_slots()
@@ -684,23 +909,37 @@ class Pool(Generic[T]):
                     self._closed
                     or self._waiters
                     or len(self._idle) >= self.min_idle
-                    or self._size >= self.max_size
+                    or len(self._slots) >= self.max_size
                 ):
                     return
-                self._size += 1
-                self._reserves += 1
-            entry = self._make_in_slot()
-            with self._lock:
-                self._reserves -= 1
-            entry.idle_since = self.clock()
-            self._give(entry, discard=False)
+                holder: Reservation[T] = Reservation(self)
+                slot = self._new_slot()
+                self._hold(slot, holder)
+            self._make(slot)
+            slot.idle_since = self.clock()
+            self._give_back(holder, slot, discard=False)
 
-    def _close_entry(self, entry: Reservation[T]) -> None:
-        if self.close_item is not None:
+    def _close_items(self, slots: list[_Slot]) -> None:
+        """Run the close hook on dropped items, outside the lock.
+
+        Every item is closed even if one close raises; a
+        :class:`BaseException` propagates after the last.
+        """
+        close = self.close_item
+        if close is None:
+            return
+        raised: BaseException | None = None
+        for slot in slots:
             try:
-                self.close_item(entry.item)
+                close(slot.item)
             except Exception:
                 logger.warning("%s: close hook raised", self.name, exc_info=True)
+            except BaseException as exc:
+                raised = exc
+        if raised is not None:
+            raise raised
+
+    # -- forks ---------------------------------------------------------------
 
     def _check_fork(self) -> None:
         """Reset the pool if this is a child forked without at-fork hooks."""
@@ -709,11 +948,9 @@ class Pool(Generic[T]):
 
     def _after_fork(self) -> None:
         """In a forked child: forget, without closing, every item the parent made."""
-        for entry in self._idle:
-            _abandon(entry.item)
-        for waiter in self._waiters:
-            if isinstance(waiter.result, Reservation):
-                _abandon(waiter.result.item)
+        for slot in self._slots:
+            if slot.item is not _PENDING:
+                abandon(slot.item)
         closed = self._closed
         self._on_fork()
         self._init_state()
@@ -724,7 +961,7 @@ class Pool(Generic[T]):
 
     def _after_unhooked_fork(self) -> None:
         """Reset once in a child whose fork ran no at-fork hooks."""
-        with _fork_reset_locks.setdefault(os.getpid(), threading.Lock()):
+        with reset_lock():
             if not self._fork_marker[0]:
                 self._after_fork()
 
@@ -733,9 +970,10 @@ class Pool(Generic[T]):
 
     def _timeout_message(self, waited: float, block: bool) -> str:
         idle = len(self._idle)
+        size = len(self._slots)
         state = (
-            f"size={self._size}, max_size={self.max_size}, "
-            f"in_use={self._size - idle}, idle={idle}, waiting={len(self._waiters)}"
+            f"size={size}, max_size={self.max_size}, "
+            f"in_use={size - idle}, idle={idle}, waiting={len(self._waiters)}"
         )
         holders = self._leaks.holders()
         if not block:
@@ -754,7 +992,9 @@ class Lease(Generic[T]):
     """An item taken by :meth:`Pool.checkout`, released by hand.
 
     :meth:`release` is idempotent: the first call returns the item, later
-    calls do nothing, so every cleanup path may call it.
+    calls do nothing, so every cleanup path may call it. A lease dropped
+    unreleased is noticed by the pool, which frees the item's slot and
+    warns, naming the line of the :meth:`~Pool.checkout`.
     """
 
     __slots__ = ("_entry", "__weakref__")
@@ -793,10 +1033,9 @@ class Lease(Generic[T]):
             # The reservation's own return path, with its inlined common case.
             entry.__exit__(None, exc, None)
             return
-        pool = entry.pool
-        assert pool is not None, "a lease's entry is out until the lease releases it"
-        entry.pool = None
-        pool._give(entry, True)
+        pool = entry._pool
+        if pool is not None:
+            pool._release(entry, exc, discard=True)
 
     def __enter__(self) -> T:
         return self.item

@@ -42,3 +42,7 @@ class PoolStats:
     total_wait: float
     #: the longest single wait, in seconds
     max_wait: float
+    #: items whose reservation was dropped unreleased (or cut off by an
+    #: exception) and whose slot the pool freed; each is logged with the
+    #: line that reserved it
+    recovered: int = 0

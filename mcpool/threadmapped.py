@@ -38,7 +38,8 @@ from typing import Any, cast
 
 from .clientpool import ClientPool, is_fatal_error
 from .errors import PoolClosed
-from .pool import Lease, Pool, Reservation, _abandon, _new_fork_marker
+from .fork import abandon, new_fork_marker
+from .pool import Lease, Pool, Reservation
 
 __all__ = ["GreenThreadsWarning", "ThreadBinding", "ThreadLease", "ThreadMappedPool"]
 
@@ -109,7 +110,7 @@ def _new_epoch() -> _Epoch:
     Every binding keeps the epoch it was last checked under, so one read of
     it is the whole fork, close and behaviour-change check of the fast path.
     """
-    marker = _new_fork_marker()
+    marker = new_fork_marker()
     if isinstance(marker, mmap.mmap):
         return marker
     return _PidEpoch()
@@ -142,12 +143,19 @@ class ThreadBinding(Reservation[Any]):
     thread when the outermost block ends.
     """
 
-    __slots__ = ("depth", "then", "epoch", "fork_marker", "held", "owner")
+    # Shares nothing with Reservation but its interface: one binding serves
+    # every block of its thread.
+    __slots__ = ("client", "depth", "then", "epoch", "fork_marker", "held", "owner")
 
     def __init__(
-        self, owner: ThreadMappedPool, entry: Reservation[Any], epoch: _Epoch
+        self,
+        owner: ThreadMappedPool,
+        reservation: Reservation[Any],
+        item: Any,
+        epoch: _Epoch,
     ) -> None:
-        super().__init__(entry.item, entry.generation, entry.expires_at)
+        #: the thread's client
+        self.client = item
         #: ``with`` blocks (and leases) open on this binding in its thread
         self.depth = 1
         #: what happens when ``depth`` drops to 0 (_KEEP, _RETURN, _DISCARD)
@@ -156,14 +164,19 @@ class ThreadBinding(Reservation[Any]):
         # The core's fork marker when the client was taken: reads 0 in any
         # child, where the client is the parent's and must be left alone.
         self.fork_marker = owner._fork_marker
-        # The core's entry, in a list so that the one who pops it (this
+        # The core's reservation, in a list so that the one who pops it (this
         # thread, or whoever runs the thread-exit hook) is the only one to
         # give it back: list.pop is atomic.
-        self.held = [entry]
+        self.held = [reservation]
         self.owner: weakref.ref[ThreadMappedPool] = weakref.ref(owner)
 
+    @property
+    def item(self) -> Any:
+        """The thread's client (the same as :attr:`client`)."""
+        return self.client
+
     def __enter__(self) -> Any:
-        return self.item
+        return self.client
 
     def __exit__(
         self,
@@ -217,11 +230,11 @@ class _ThreadExit:
 def _unbind_abandoned(binding: ThreadBinding) -> None:
     """Forget a binding made before a fork: never use or free its client."""
     try:
-        entry = binding.held.pop()
+        reservation = binding.held.pop()
     except IndexError:
         return
-    _abandon(entry.item)
-    binding.item = _RELINQUISHED
+    abandon(reservation.item)
+    binding.client = _RELINQUISHED
     binding.epoch = _NO_EPOCH
 
 
@@ -407,15 +420,15 @@ class ThreadMappedPool(ClientPool):
     def _bind(self, block: bool, timeout: float | None) -> ThreadBinding:
         """Take a client from the core and bind it to the calling thread."""
         epoch = self._epoch  # read first: a change after this is seen next time
-        entry = Pool.reserve(self, block, timeout)
+        reservation = Pool.reserve(self, block, timeout)
+        item = reservation.__enter__()
         try:
             if self._behaviors_version:
                 with self._lock:
-                    self._sync_behaviors(entry.item)
-            binding = ThreadBinding(self, entry, epoch)
+                    self._sync_behaviors(item)
+            binding = ThreadBinding(self, reservation, item, epoch)
         except BaseException:
-            entry.pool = None
-            self._give(entry, discard=True)
+            self._release(reservation, None, discard=True)
             raise
         local = self._local  # after the core's reserve, which resets it in a child
         local.binding = binding
@@ -440,7 +453,7 @@ class ThreadMappedPool(ClientPool):
         epoch = self._epoch
         if self._behaviors_version:
             with self._lock:
-                self._sync_behaviors(binding.item)
+                self._sync_behaviors(binding.client)
         binding.epoch = epoch
         binding.depth += 1
         return binding
@@ -453,14 +466,13 @@ class ThreadMappedPool(ClientPool):
             _unbind_abandoned(binding)
             return
         try:
-            entry = binding.held.pop()
+            reservation = binding.held.pop()
         except IndexError:
             return
-        binding.item = _RELINQUISHED
+        binding.client = _RELINQUISHED
         binding.epoch = _NO_EPOCH
         binding.then = _KEEP
-        entry.pool = None
-        self._give(entry, discard)
+        self._release(reservation, None, discard)
 
     # -- the pool-wide changes --------------------------------------------
 

@@ -47,10 +47,10 @@ def test_drop_in_for_pylibmc_construction_fill_and_queue_empty(
 def test_pool_without_master_says_how_to_fix_it() -> None:
     pool = ClientPool()
     with pytest.raises(PoolTimeout):
-        pool.reserve(block=False)  # no slots at all yet
+        pool.reserve(block=False).__enter__()  # no slots at all yet
     pool.max_size = 1
     with pytest.raises(PoolError, match="call fill"):
-        pool.reserve()
+        pool.reserve().__enter__()
     assert pool.stats().size == 0
 
 
@@ -68,7 +68,7 @@ def test_exhausted_pool_waits_then_times_out_with_the_state(
     pool = ClientPool(master, 1, timeout=0.1, name="cache")
     with pool.reserve():
         with pytest.raises(PoolTimeout) as info:
-            pool.reserve()
+            pool.reserve().__enter__()
     # The wait is at least the timeout; a loaded machine may add to it.
     waited = re.search(
         r"cache: couldn't reserve an item after (\d+\.\d\d) s", str(info.value)
@@ -334,7 +334,7 @@ def test_close_disconnects_clients_and_refuses_new_reservations(
         lambda: int(fresh_memcached.stats()["curr_connections"]) == baseline - 2
     )
     with pytest.raises(PoolError, match="closed"):
-        pool.reserve()
+        pool.reserve().__enter__()
     leases[2].release()  # closed on return
     _wait_until(
         lambda: int(fresh_memcached.stats()["curr_connections"]) == baseline - 3

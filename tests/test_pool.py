@@ -103,7 +103,7 @@ def test_non_blocking_reserve_raises_queue_empty_at_once() -> None:
     with pool.reserve():
         started = time.monotonic()
         with pytest.raises(queue.Empty, match="block=False"):
-            pool.reserve(block=False)
+            pool.reserve(block=False).__enter__()
         assert time.monotonic() - started < 1.0
     with pool.reserve(block=False) as item:
         assert item.uses == 0
@@ -113,7 +113,7 @@ def test_per_call_timeout_overrides_the_pool_default() -> None:
     pool = make_pool(1, timeout=60)
     with pool.reserve():
         with pytest.raises(PoolTimeout, match=r"after \d+\.\d\d s"):
-            pool.reserve(timeout=0.02)
+            pool.reserve(timeout=0.02).__enter__()
 
 
 def test_waiters_are_served_in_arrival_order() -> None:
@@ -270,7 +270,7 @@ def test_max_lifetime_jitter_spreads_expiry() -> None:
     clock = FakeClock()
     pool = make_pool(20, max_lifetime=100, lifetime_jitter=0.5, clock=clock)
     leases = [pool.checkout() for _ in range(20)]
-    expiries = {lease._entry.expires_at for lease in leases}  # type: ignore[union-attr]
+    expiries = {lease._entry._slot.expires_at for lease in leases}  # type: ignore[union-attr]
     for lease in leases:
         lease.release()
     assert len(expiries) > 1
@@ -328,7 +328,7 @@ def test_factory_failure_frees_the_slot_for_the_next_caller() -> None:
 
     pool = Pool(flaky, 1)
     with pytest.raises(OSError):
-        pool.reserve()
+        pool.reserve().__enter__()
     assert pool.stats().size == 0
     with pool.reserve() as item:
         assert isinstance(item, Resource)
@@ -359,7 +359,7 @@ def test_close_wakes_waiters_closes_idle_and_returning_items() -> None:
 
     def waiter() -> None:
         try:
-            pool.reserve()
+            pool.reserve().__enter__()
         except PoolClosed as exc:
             outcome.append(exc)
 
@@ -372,7 +372,7 @@ def test_close_wakes_waiters_closes_idle_and_returning_items() -> None:
     assert pool.closed
     assert idle_one.closed or held.item is idle_one
     with pytest.raises(PoolClosed):
-        pool.reserve()
+        pool.reserve().__enter__()
     item = held.item
     held.release()
     assert item.closed
@@ -417,7 +417,7 @@ def test_leaks_are_logged_with_the_reserving_stack(
     clock.advance(6)
     with caplog.at_level(logging.WARNING, logger="mcpool"):
         with pytest.raises(PoolTimeout) as info:
-            pool.reserve(timeout=0.01)
+            pool.reserve(timeout=0.01).__enter__()
         pool._leaks.scan()
     assert "longest holders: thread MainThread for 6.00 s" in str(info.value)
     assert "test_pool.py" in str(info.value)

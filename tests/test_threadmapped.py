@@ -709,9 +709,9 @@ from mcpool import ThreadMappedPool
 address, how, markers = sys.argv[1], sys.argv[2], sys.argv[3]
 if markers == "pid":
     # What the pool falls back to where MADV_WIPEONFORK is missing.
-    import mcpool.pool, mcpool.threadmapped
-    mcpool.pool._new_fork_marker = mcpool.threadmapped._new_fork_marker = (
-        mcpool.pool._PidMarker
+    import mcpool.fork, mcpool.pool, mcpool.threadmapped
+    mcpool.pool.new_fork_marker = mcpool.threadmapped.new_fork_marker = (
+        mcpool.fork.PidMarker
     )
 pool = ThreadMappedPool(pylibmc.Client([address], binary=True), max_spare=2)
 errors, wrong = [], []
