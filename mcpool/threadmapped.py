@@ -32,9 +32,9 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from .clientpool import ClientPool, is_fatal_error
 from .errors import PoolClosed
@@ -145,7 +145,16 @@ class ThreadBinding(Reservation[Any]):
 
     # Shares nothing with Reservation but its interface: one binding serves
     # every block of its thread.
-    __slots__ = ("client", "depth", "then", "epoch", "fork_marker", "held", "owner")
+    __slots__ = (
+        "client",
+        "depth",
+        "then",
+        "epoch",
+        "fork_marker",
+        "held",
+        "owner",
+        "thread_id",
+    )
 
     def __init__(
         self,
@@ -169,6 +178,8 @@ class ThreadBinding(Reservation[Any]):
         # give it back: list.pop is atomic.
         self.held = [reservation]
         self.owner: weakref.ref[ThreadMappedPool] = weakref.ref(owner)
+        #: the ident of the thread it is bound to, its key in the pool's mapping
+        self.thread_id = threading.get_ident()
 
     @property
     def item(self) -> Any:
@@ -283,7 +294,13 @@ class ThreadMappedPool(ClientPool):
     * a client whose block raised a fatal pylibmc error
       (:func:`~mcpool.is_fatal_error`) is closed and replaced; forked
       children never touch their parent's clients; :meth:`set_behaviors`
-      reaches every client; :meth:`close` closes them all.
+      reaches every client; :meth:`close` closes them all;
+    * it is not a :class:`dict`: ``len(pool)``, ``ident in pool``,
+      :meth:`keys` and iteration tell which threads hold a client, and
+      ``pool[ident]``, :meth:`get`, :meth:`pop` and ``del`` work on the
+      calling thread's own client only. Calls that would hand out or take
+      away another thread's client raise, saying what to use instead
+      (:doc:`/migrating/pylibmc`).
 
     Reserving again in a thread that holds a client costs a thread-local
     lookup and a one-byte read; the pool's lock is taken only when a thread
@@ -344,6 +361,10 @@ class ThreadMappedPool(ClientPool):
             )
         self._local = threading.local()
         self._epoch = _new_epoch()
+        # Thread ident -> binding, for the dict-like methods only: the fast
+        # path never reads it; bindings enter and leave it on the slow path.
+        self._threads: dict[int, ThreadBinding] = {}
+        self._threads_lock = threading.Lock()
         super().__init__(
             master,
             sys.maxsize if max_size is None else max_size,
@@ -433,6 +454,8 @@ class ThreadMappedPool(ClientPool):
         local = self._local  # after the core's reserve, which resets it in a child
         local.binding = binding
         local.exit_hook = _ThreadExit(binding)
+        with self._threads_lock:
+            self._threads[binding.thread_id] = binding
         return binding
 
     def _rebind(
@@ -472,7 +495,171 @@ class ThreadMappedPool(ClientPool):
         binding.client = _RELINQUISHED
         binding.epoch = _NO_EPOCH
         binding.then = _KEEP
+        self._forget(binding)
         self._release(reservation, None, discard)
+
+    def _forget(self, binding: ThreadBinding) -> None:
+        """Take *binding* out of the thread mapping, unless its thread ident
+        already belongs to a newer binding (idents are reused)."""
+        with self._threads_lock:
+            if self._threads.get(binding.thread_id) is binding:
+                del self._threads[binding.thread_id]
+
+    # -- the mapping of threads to clients, as pylibmc's dict -------------
+
+    def __len__(self) -> int:
+        """How many threads hold a client now; ``len(pool)`` as in pylibmc."""
+        return len(self._threads)
+
+    def __bool__(self) -> bool:
+        # Without this, __len__ would make a pool that no thread has reserved
+        # from yet false, and ``if pool:`` would skip it.
+        return True
+
+    def __contains__(self, thread_id: object) -> bool:
+        """Whether the thread with ident *thread_id* holds a client."""
+        return thread_id in self._threads
+
+    def keys(self) -> list[int]:
+        """The idents of the threads that hold a client now, as a new list."""
+        with self._threads_lock:
+            return list(self._threads)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.keys())
+
+    def __getitem__(self, thread_id: int) -> Any:
+        """The client of the calling thread, ``pool[threading.get_ident()]``.
+
+        :raises KeyError: the thread holds no client.
+        :raises ValueError: *thread_id* is another thread's, whose client is
+            that thread's alone.
+        """
+        return self._own_binding(thread_id).item
+
+    def get(self, thread_id: int, default: Any = None) -> Any:
+        """The calling thread's client, or *default* if it holds none.
+
+        :raises ValueError: *thread_id* is another thread's that holds a client.
+        """
+        try:
+            return self[thread_id]
+        except KeyError:
+            return default
+
+    def pop(self, thread_id: int, *default: Any) -> Any:
+        """Give the calling thread's client back to the pool, as :meth:`relinquish`.
+
+        pylibmc's returns the client; this returns ``None`` since the client
+        now belongs to the pool (*default* if the thread held none). Inside
+        a ``with pool.reserve()`` block the client goes back when the
+        outermost block ends.
+
+        :raises KeyError: the thread holds no client and no *default* is given.
+        :raises ValueError: *thread_id* is another thread's: that thread may be
+            using its client at this very moment.
+        """
+        if len(default) > 1:
+            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
+        try:
+            self._own_binding(thread_id)
+        except KeyError:
+            if default:
+                return default[0]
+            raise
+        self.relinquish()
+        return None
+
+    def __delitem__(self, thread_id: int) -> None:
+        """``del pool[threading.get_ident()]``: :meth:`relinquish`."""
+        self.pop(thread_id)
+
+    def _own_binding(self, thread_id: int) -> ThreadBinding:
+        binding = self._threads.get(thread_id)
+        if binding is None or not binding.held:
+            raise KeyError(thread_id)
+        if thread_id != threading.get_ident():
+            raise ValueError(
+                f"the client of thread {thread_id} is bound to another thread, "
+                "which may be using it right now: it is never handed to a second "
+                "thread. That thread gives it back by calling pool.relinquish(), "
+                "or by ending; clients of finished threads are back already"
+            )
+        return binding
+
+    def _refuse(self, method: str, instead: str) -> NoReturn:
+        raise TypeError(
+            f"ThreadMappedPool.{method} is not supported: {instead}. "
+            "(pylibmc's ThreadMappedPool is a dict; this one maps threads to "
+            "clients only through keys(), len(), in, and get()/pop() of the "
+            "calling thread.)"
+        )
+
+    def values(self) -> NoReturn:
+        """Refused: it would hand out clients bound to other threads."""
+        self._refuse(
+            "values()",
+            "it would hand out clients bound to other threads; keys() lists "
+            "the threads holding one, stats() counts them, and close() closes "
+            "them all",
+        )
+
+    def items(self) -> NoReturn:
+        """Refused: it would hand out clients bound to other threads."""
+        self._refuse(
+            "items()",
+            "it would hand out clients bound to other threads; keys() lists "
+            "the threads holding one, stats() counts them, and close() closes "
+            "them all",
+        )
+
+    def copy(self) -> NoReturn:
+        """Refused: it would hand out clients bound to other threads."""
+        self._refuse(
+            "copy()",
+            "it would hand out clients bound to other threads; keys() lists "
+            "the threads holding one",
+        )
+
+    def popitem(self) -> NoReturn:
+        """Refused: it would take a client from whichever thread holds one."""
+        self._refuse(
+            "popitem()",
+            "it would take a client from another thread, which may be using "
+            "it; each thread gives its own back with relinquish(), or by ending",
+        )
+
+    def clear(self) -> NoReturn:
+        """Refused: it would take clients from threads that may be using them."""
+        self._refuse(
+            "clear()",
+            "it would take their clients from threads that may be using them; "
+            "close() closes every client as its thread lets go of it, and "
+            "relinquish() gives back the calling thread's",
+        )
+
+    def __setitem__(self, thread_id: int, client: Any) -> NoReturn:
+        self._refuse(
+            "__setitem__()",
+            "the pool makes its clients and binds them to threads itself; "
+            "pool.reserve() binds one to the calling thread",
+        )
+
+    def setdefault(self, thread_id: int, client: Any = None) -> NoReturn:
+        """Refused: the pool binds clients itself; use :meth:`reserve`."""
+        self._refuse(
+            "setdefault()",
+            "the pool makes its clients and binds them to threads itself; "
+            "pool.reserve() binds one to the calling thread",
+        )
+
+    def update(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Refused: the pool binds clients itself; use :meth:`reserve`."""
+        self._refuse(
+            "update()",
+            "the pool makes its clients and binds them to threads itself; "
+            "pool.reserve() binds one to the calling thread",
+        )
 
     # -- the pool-wide changes --------------------------------------------
 
@@ -508,5 +695,7 @@ class ThreadMappedPool(ClientPool):
         # binding, the parent's, is forgotten by its exit hook.
         self._local = threading.local()
         self._epoch = _new_epoch()
+        self._threads = {}
+        self._threads_lock = threading.Lock()
         if self._closed:  # a closed pool stays closed in the child
             self._epoch[0] = 0

@@ -940,3 +940,156 @@ def test_no_warning_when_only_other_modules_are_patched(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ThreadMappedPool(master)
+
+
+# -- the mapping of threads to clients ----------------------------------
+
+
+class HeldInThread:
+    """A thread that reserves its client and holds it until released."""
+
+    def __init__(self, pool: ThreadMappedPool) -> None:
+        self.bound = threading.Event()
+        self.done = threading.Event()
+        self.client: Any = None
+        self.thread = threading.Thread(target=self._run, args=(pool,))
+
+    def _run(self, pool: ThreadMappedPool) -> None:
+        with pool.reserve() as mc:
+            self.client = mc
+            self.bound.set()
+            self.done.wait(30)
+
+    def __enter__(self) -> HeldInThread:
+        self.thread.start()
+        assert self.bound.wait(30)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.done.set()
+        self.thread.join(30)
+
+    @property
+    def ident(self) -> int:
+        assert self.thread.ident is not None
+        return self.thread.ident
+
+
+def test_the_pool_maps_the_threads_holding_a_client_by_ident(
+    pool: ThreadMappedPool,
+) -> None:
+    me = threading.get_ident()
+    assert len(pool) == 0
+    assert me not in pool
+    assert list(pool.keys()) == []
+    with pool.reserve():
+        pass
+    with HeldInThread(pool) as other:
+        assert len(pool) == 2
+        assert me in pool and other.ident in pool
+        assert sorted(pool.keys()) == sorted([me, other.ident])
+        assert sorted(pool) == sorted([me, other.ident])
+    # The thread ended: its client went back, and its ident left the map.
+    assert other.ident not in pool
+    assert list(pool) == [me]
+    pool.relinquish()
+    assert len(pool) == 0 and me not in pool
+    assert_accounted(pool)
+
+
+def test_an_empty_pool_is_still_true(pool: ThreadMappedPool) -> None:
+    # pylibmc's, a dict, is false when empty; ``if pool:`` must not turn off
+    # caching before the first thread reserves.
+    assert len(pool) == 0
+    assert pool
+
+
+def test_the_calling_threads_own_client_can_be_looked_up(
+    pool: ThreadMappedPool,
+) -> None:
+    me = threading.get_ident()
+    with pytest.raises(KeyError):
+        pool[me]
+    assert pool.get(me) is None
+    assert pool.get(me, "absent") == "absent"
+    with pool.reserve() as mc:
+        assert pool[me] is mc
+        assert pool.get(me) is mc
+    assert pool[me] is mc
+
+
+def test_another_threads_client_is_never_handed_out(pool: ThreadMappedPool) -> None:
+    with HeldInThread(pool) as other:
+        for lookup in (
+            lambda: pool[other.ident],
+            lambda: pool.get(other.ident),
+            lambda: pool.pop(other.ident),
+            lambda: pool.pop(other.ident, None),
+        ):
+            with pytest.raises(ValueError, match="bound to another thread") as info:
+                lookup()
+            assert "relinquish()" in str(info.value)
+        with pytest.raises(ValueError, match="bound to another thread"):
+            del pool[other.ident]
+        # Still that thread's, and still counted as in use.
+        assert other.ident in pool
+        assert pool.stats().in_use == 1
+    assert other.ident not in pool
+    assert pool.stats().in_use == 0
+    assert_accounted(pool)
+
+
+def test_pop_of_the_calling_thread_gives_its_client_back(
+    pool: ThreadMappedPool,
+) -> None:
+    me = threading.get_ident()
+    with pytest.raises(KeyError):
+        pool.pop(me)
+    assert pool.pop(me, "absent") == "absent"
+    with pool.reserve() as first:
+        pass
+    assert pool.pop(me) is None
+    assert me not in pool
+    stats = pool.stats()
+    assert (stats.in_use, stats.idle) == (0, 1)
+    assert_accounted(pool)
+    # Inside a block it goes back when the outermost block ends.
+    with pool.reserve() as again:
+        assert again is first
+        assert pool.pop(me, None) is None
+        assert again.set("tm:popped-in-block", 1)
+    assert me not in pool
+    assert pool.stats().in_use == 0
+    with pool.reserve():
+        pass
+    del pool[me]
+    assert me not in pool
+    with pytest.raises(KeyError):
+        del pool[me]
+    assert pool.stats().created == 1
+    assert_accounted(pool)
+
+
+@pytest.mark.parametrize(
+    ("call", "advice"),
+    [
+        (lambda pool: pool.values(), "keys()"),
+        (lambda pool: pool.items(), "keys()"),
+        (lambda pool: pool.popitem(), "relinquish()"),
+        (lambda pool: pool.clear(), "close()"),
+        (lambda pool: pool.copy(), "keys()"),
+        (lambda pool: pool.setdefault(threading.get_ident(), None), "reserve()"),
+        (lambda pool: pool.update({}), "reserve()"),
+        (lambda pool: pool.__setitem__(threading.get_ident(), None), "reserve()"),
+    ],
+    ids=["values", "items", "popitem", "clear", "copy", "setdefault", "update", "set"],
+)
+def test_dict_methods_that_would_share_or_forge_clients_raise(
+    pool: ThreadMappedPool, call: Callable[[ThreadMappedPool], Any], advice: str
+) -> None:
+    with pool.reserve():
+        with pytest.raises(TypeError, match="ThreadMappedPool") as info:
+            call(pool)
+    assert advice in str(info.value)
+    assert threading.get_ident() in pool
+    assert_accounted(pool)
