@@ -457,7 +457,10 @@ class Client(pylibmc.Client):  # type: ignore[misc]
     ) -> list[Any]:
         """Store every item of *mapping*; return the keys not stored.
 
-        All keys are checked first: one invalid key and nothing is sent.
+        All keys are checked and all values serialised first: one invalid
+        key, or one value that cannot be serialised (pickling fails, a str
+        with a lone surrogate), and the call raises (:class:`~mcpool.InvalidKey`,
+        or the serialiser's own error) with nothing sent or stored.
         Then each item is stored in order, and a value over the size limit
         does not stop the others: when all are done,
         :class:`~mcpool.ValueTooLarge` lists the oversize keys (which now
@@ -605,6 +608,14 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         items = list(mapping.items())
         prefix, prefix_length = self._checked_prefix(key_prefix)
         keys = wire_keys([key for key, _ in items], prefix_length)
+        # Every value is serialised once before anything is sent, so a value
+        # that cannot be (unpicklable, a str with a lone surrogate) stops the
+        # call with nothing stored, as in pylibmc; pylibmc serialises each
+        # value again as it sends it. Plain bytes are sent as they are.
+        serialize = self.serialize
+        for _, value in items:
+            if type(value) is not bytes:
+                serialize(value)
         raw_prefix = _as_bytes(prefix)
         failed: list[Any] = []
         too_large: list[Any] = []

@@ -526,3 +526,23 @@ def test_str_subclass_keys_that_tell_the_truth_work(server: MemcachedServer) -> 
     assert mc.get_multi([Text("a"), "b"], key_prefix=Text("sub:")) == {"a": 1}
     assert mc.set_multi({Text("b"): 2}, key_prefix=Text("sub:")) == []
     assert mc.delete_multi([Text("a"), b"b"], key_prefix=b"sub:")
+
+
+@pytest.mark.parametrize("method", ["set_multi", "add_multi"])
+@pytest.mark.parametrize(
+    "bad_value",
+    [lambda: None, "lone \ud800 surrogate"],
+    ids=["unpicklable", "unencodable"],
+)
+def test_a_value_that_cannot_be_serialised_stores_nothing(
+    server: MemcachedServer, method: str, bad_value: object
+) -> None:
+    mc = Client([server.address], timeout=T)
+    mc.flush_all()
+    mapping = {"first": "a", "second": 2, "bad": bad_value, "last": b"z"}
+    with pytest.raises(Exception) as info:  # noqa: B017 - whatever pickle raises
+        getattr(mc, method)(mapping, key_prefix="p:")
+    assert not isinstance(info.value, pylibmc.Error)
+    assert stored(server) == {}
+    assert mc.set_multi({"first": "a"}, key_prefix="p:") == []
+    assert mc.get_multi(["first"], key_prefix="p:") == {"first": "a"}
