@@ -40,7 +40,14 @@ import pylibmc
 from .errors import ServerUnavailable, ValueTooLarge
 from .keys import MAX_KEY_LENGTH, wire_key, wire_keys, wire_prefix
 
-__all__ = ["DEFAULT_BEHAVIORS", "DEFAULT_TIMEOUT", "Client", "timeout_behaviors"]
+__all__ = [
+    "DEFAULT_BEHAVIORS",
+    "DEFAULT_TIMEOUT",
+    "SASL_MIN_LIBMEMCACHED",
+    "Client",
+    "libmemcached_version",
+    "timeout_behaviors",
+]
 
 #: Seconds a request may wait to connect, and then for each read or write on
 #: the socket, before its server counts as unavailable.
@@ -96,6 +103,40 @@ _RETURN_CODE = re.compile(r"error (\d+) from")
 _AUTH_PROBLEM, _AUTH_FAILURE = 40, 41
 
 _MISS = object()
+
+#: The oldest libmemcached whose SASL login works every time. Before 1.1 it
+#: reads the server's list of mechanisms into a stack buffer without ending
+#: it with a NUL, so the byte that follows in memory joins the last name:
+#: "PLAIN" becomes "PLAINV" (and the login fails) or "PLAIN\x7f" (and it
+#: works), depending on what ran before. Both wheels carry such a build:
+#: pylibmc 1.6.3's libmemcached 1.0.16, pylibmc2 1.6.4's 1.0.18.
+SASL_MIN_LIBMEMCACHED = (1, 1)
+
+
+def libmemcached_version() -> tuple[int, ...]:
+    """The version of the libmemcached that pylibmc runs, as numbers.
+
+    >>> libmemcached_version() >= (1, 0)
+    True
+    """
+    return tuple(int(part) for part in re.findall(r"\d+", pylibmc.libmemcached_version))
+
+
+def _refuse_unreliable_sasl() -> None:
+    version = libmemcached_version()
+    if version >= SASL_MIN_LIBMEMCACHED:
+        return
+    raise RuntimeError(
+        f"SASL login does not work reliably with this pylibmc: it runs "
+        f"libmemcached {pylibmc.libmemcached_version}, which reads the server's "
+        "list of SASL mechanisms without ending it, so a stray byte joins the "
+        "mechanism's name and logins fail at random with 'FAILED TO SEND "
+        "AUTHENTICATION TO SERVER, no mechanism available'. libmemcached 1.1 and "
+        "later are not affected. The wheels of pylibmc (libmemcached 1.0.16) and "
+        "pylibmc2 (1.0.18) both have this fault: build pylibmc against the "
+        "system's libmemcached 1.1 instead (Debian/Ubuntu: apt-get install "
+        "libmemcached-dev, then pip install --no-binary pylibmc pylibmc)."
+    )
 
 
 def timeout_behaviors(timeout: float) -> dict[str, int]:
@@ -162,12 +203,15 @@ def _explain_authentication(exc: BaseException) -> None:
     match = _RETURN_CODE.search(str(exc))
     code = int(match.group(1)) if match else None
     if code == _AUTH_PROBLEM:
+        # With libmemcached 1.1 (older builds are refused up front), this is
+        # what a missing client plugin gives: libsasl2 loads its mechanisms
+        # from plugin files, and found none that the server offers.
         raise pylibmc.Error(
-            f"{exc}. The SASL client could not start: libsasl2 found no PLAIN "
-            "mechanism. pylibmc's wheel looks for SASL plugins in /usr/lib64/sasl2; "
-            "install the plugins (Debian: libsasl2-modules) and set SASL_PATH to "
-            "their directory (Debian: /usr/lib/x86_64-linux-gnu/sasl2) before "
-            "pylibmc is imported."
+            f"{exc}. The SASL client could not start: libsasl2 has no plugin for "
+            "a mechanism the server offers (memcached offers PLAIN). Install the "
+            "client plugins (Debian/Ubuntu: libsasl2-modules); if libsasl2 looks "
+            "for them in another directory, set SASL_PATH to theirs (Debian: "
+            "/usr/lib/x86_64-linux-gnu/sasl2) before pylibmc is imported."
         ) from exc
     if code == _AUTH_FAILURE:
         raise pylibmc.Error(
@@ -199,6 +243,9 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         key prefix.
     :raises ValueError: for SASL credentials with ``binary=False``, or half
         of them.
+    :raises RuntimeError: for SASL credentials when pylibmc runs a
+        libmemcached older than 1.1 (the pylibmc and pylibmc2 wheels), whose
+        logins fail at random; the message says which build to use.
 
     Reads whose server is unavailable return a miss; writes raise
     :class:`~mcpool.ServerUnavailable`. A value over the item size limit
@@ -229,6 +276,8 @@ class Client(pylibmc.Client):  # type: ignore[misc]
             raise ValueError(
                 "SASL authentication needs the binary protocol: drop binary=False"
             )
+        if username is not None:
+            _refuse_unreliable_sasl()
         merged: dict[str, Any] = dict(DEFAULT_BEHAVIORS)
         merged.update(timeout_behaviors(timeout))
         merged.update(behaviors or {})
