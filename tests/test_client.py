@@ -8,6 +8,8 @@ client, handed out again by the pool, answers the next request correctly.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -546,3 +548,27 @@ def test_a_value_that_cannot_be_serialised_stores_nothing(
     assert stored(server) == {}
     assert mc.set_multi({"first": "a"}, key_prefix="p:") == []
     assert mc.get_multi(["first"], key_prefix="p:") == {"first": "a"}
+
+
+def test_clients_are_made_and_cloned_without_noise(server: MemcachedServer) -> None:
+    # pylibmc 1.6.3 built for Python 3.13 prints 31 "Exception ignored in
+    # PyMapping_HasKeyString()" tracebacks for each client made without
+    # behaviours; mcpool always passes them. A fresh interpreter, so that
+    # nothing else has written to its stderr.
+    script = f"""
+import mcpool
+mc = mcpool.Client([{server.address!r}], timeout={T})
+mc.clone().clone()
+mc.set_behaviors({{"namespace": "ns:"}})
+pool = mcpool.ClientPool(mc, 2)
+with pool.reserve() as a, pool.reserve() as b:
+    a.set("noise", 1)
+with mcpool.ThreadMappedPool(mc).reserve() as c:
+    c.get("noise")
+print("done")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout == "done\n", result.stderr
+    assert result.stderr == ""
