@@ -211,7 +211,7 @@ def wire_key(key: Any, prefix_length: int = 0) -> str | bytes:
             if " " not in key:
                 return key
         raise _explain(key, limit)
-    plain = _plain(key)
+    plain = key if type(key) is bytes else _plain(key)
     if type(plain) is str:
         if _is_valid_text(plain, limit):
             return plain
