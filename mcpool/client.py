@@ -38,9 +38,16 @@ from typing import Any
 import pylibmc
 
 from .errors import ServerUnavailable, ValueTooLarge
-from .keys import MAX_KEY_LENGTH, validate_key, validate_keys, validate_prefix
+from .keys import MAX_KEY_LENGTH, wire_key, wire_keys, wire_prefix
 
-__all__ = ["DEFAULT_BEHAVIORS", "DEFAULT_TIMEOUT", "Client", "timeout_behaviors"]
+__all__ = [
+    "DEFAULT_BEHAVIORS",
+    "DEFAULT_TIMEOUT",
+    "SASL_MIN_LIBMEMCACHED",
+    "Client",
+    "libmemcached_version",
+    "timeout_behaviors",
+]
 
 #: Seconds a request may wait to connect, and then for each read or write on
 #: the socket, before its server counts as unavailable.
@@ -97,6 +104,40 @@ _AUTH_PROBLEM, _AUTH_FAILURE = 40, 41
 
 _MISS = object()
 
+#: The oldest libmemcached whose SASL login works every time. Before 1.1 it
+#: reads the server's list of mechanisms into a stack buffer without ending
+#: it with a NUL, so the byte that follows in memory joins the last name:
+#: "PLAIN" becomes "PLAINV" (and the login fails) or "PLAIN\x7f" (and it
+#: works), depending on what ran before. Both wheels carry such a build:
+#: pylibmc 1.6.3's libmemcached 1.0.16, pylibmc2 1.6.4's 1.0.18.
+SASL_MIN_LIBMEMCACHED = (1, 1)
+
+
+def libmemcached_version() -> tuple[int, ...]:
+    """The version of the libmemcached that pylibmc runs, as numbers.
+
+    >>> libmemcached_version() >= (1, 0)
+    True
+    """
+    return tuple(int(part) for part in re.findall(r"\d+", pylibmc.libmemcached_version))
+
+
+def _refuse_unreliable_sasl() -> None:
+    version = libmemcached_version()
+    if version >= SASL_MIN_LIBMEMCACHED:
+        return
+    raise RuntimeError(
+        f"SASL login does not work reliably with this pylibmc: it runs "
+        f"libmemcached {pylibmc.libmemcached_version}, which reads the server's "
+        "list of SASL mechanisms without ending it, so a stray byte joins the "
+        "mechanism's name and logins fail at random with 'FAILED TO SEND "
+        "AUTHENTICATION TO SERVER, no mechanism available'. libmemcached 1.1 and "
+        "later are not affected. The wheels of pylibmc (libmemcached 1.0.16) and "
+        "pylibmc2 (1.0.18) both have this fault: build pylibmc against the "
+        "system's libmemcached 1.1 instead (Debian/Ubuntu: apt-get install "
+        "libmemcached-dev, then pip install --no-binary pylibmc pylibmc)."
+    )
+
 
 def timeout_behaviors(timeout: float) -> dict[str, int]:
     """The libmemcached behaviours that make *timeout* seconds the limit.
@@ -138,13 +179,23 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
-def _with_bytes_namespace(behaviors: Mapping[str, Any]) -> dict[str, Any]:
-    # pylibmc reads the namespace callback's value as bytes without checking
-    # its type: a str would send the bytes of the Python object header.
+def _with_checked_namespace(
+    behaviors: Mapping[str, Any], length: int
+) -> tuple[dict[str, Any], int]:
+    """*behaviors* with its ``namespace`` checked and made plain ``bytes``,
+    and the namespace's length (*length* when there is none)."""
     behaviors = dict(behaviors)
-    if isinstance(behaviors.get("namespace"), str):
-        behaviors["namespace"] = behaviors["namespace"].encode("ascii")
-    return behaviors
+    if "namespace" not in behaviors:
+        return behaviors, length
+    if behaviors["namespace"] is None:
+        return behaviors, 0
+    namespace = wire_prefix(behaviors["namespace"], "namespace")
+    # pylibmc reads the namespace's value as bytes without checking its type:
+    # a str would send the bytes of the Python object header.
+    if type(namespace) is str:
+        namespace = namespace.encode("ascii")
+    behaviors["namespace"] = namespace
+    return behaviors, len(namespace)
 
 
 def _explain_authentication(exc: BaseException) -> None:
@@ -152,12 +203,15 @@ def _explain_authentication(exc: BaseException) -> None:
     match = _RETURN_CODE.search(str(exc))
     code = int(match.group(1)) if match else None
     if code == _AUTH_PROBLEM:
+        # With libmemcached 1.1 (older builds are refused up front), this is
+        # what a missing client plugin gives: libsasl2 loads its mechanisms
+        # from plugin files, and found none that the server offers.
         raise pylibmc.Error(
-            f"{exc}. The SASL client could not start: libsasl2 found no PLAIN "
-            "mechanism. pylibmc's wheel looks for SASL plugins in /usr/lib64/sasl2; "
-            "install the plugins (Debian: libsasl2-modules) and set SASL_PATH to "
-            "their directory (Debian: /usr/lib/x86_64-linux-gnu/sasl2) before "
-            "pylibmc is imported."
+            f"{exc}. The SASL client could not start: libsasl2 has no plugin for "
+            "a mechanism the server offers (memcached offers PLAIN). Install the "
+            "client plugins (Debian/Ubuntu: libsasl2-modules); if libsasl2 looks "
+            "for them in another directory, set SASL_PATH to theirs (Debian: "
+            "/usr/lib/x86_64-linux-gnu/sasl2) before pylibmc is imported."
         ) from exc
     if code == _AUTH_FAILURE:
         raise pylibmc.Error(
@@ -189,6 +243,9 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         key prefix.
     :raises ValueError: for SASL credentials with ``binary=False``, or half
         of them.
+    :raises RuntimeError: for SASL credentials when pylibmc runs a
+        libmemcached older than 1.1 (the pylibmc and pylibmc2 wheels), whose
+        logins fail at random; the message says which build to use.
 
     Reads whose server is unavailable return a miss; writes raise
     :class:`~mcpool.ServerUnavailable`. A value over the item size limit
@@ -219,13 +276,18 @@ class Client(pylibmc.Client):  # type: ignore[misc]
             raise ValueError(
                 "SASL authentication needs the binary protocol: drop binary=False"
             )
+        if username is not None:
+            _refuse_unreliable_sasl()
         merged: dict[str, Any] = dict(DEFAULT_BEHAVIORS)
         merged.update(timeout_behaviors(timeout))
         merged.update(behaviors or {})
-        self._namespace_length = validate_prefix(merged.get("namespace"), "namespace")
+        merged, self._namespace_length = _with_checked_namespace(merged, 0)
+        # Always a dict, never None: pylibmc 1.6.3 built for Python 3.13
+        # prints 31 "Exception ignored in PyMapping_HasKeyString()"
+        # tracebacks for a client made without behaviours.
         super().__init__(
             list(servers),
-            behaviors=_with_bytes_namespace(merged),
+            behaviors=merged,
             binary=bool(binary),
             username=username,
             password=password,
@@ -247,10 +309,10 @@ class Client(pylibmc.Client):  # type: ignore[misc]
 
         A new ``namespace`` is checked like a key prefix first.
         """
-        namespace_length = self._namespace_length
-        if "namespace" in behaviors:
-            namespace_length = validate_prefix(behaviors["namespace"], "namespace")
-        result = super().set_behaviors(_with_bytes_namespace(behaviors))
+        checked, namespace_length = _with_checked_namespace(
+            behaviors, self._namespace_length
+        )
+        result = super().set_behaviors(checked)
         self._namespace_length = namespace_length
         return result
 
@@ -262,16 +324,17 @@ class Client(pylibmc.Client):  # type: ignore[misc]
 
         :raises mcpool.InvalidKey: if *key* breaks the key rules.
         """
-        # The common case inline (a str key, valid): a function call here
-        # would be a third of what the checks cost.
+        # The common case inline (a plain str key, valid): a function call
+        # here would be a third of what the checks cost. type(), not
+        # key.__class__, which a subclass can fake.
         if not (
-            key.__class__ is str
+            type(key) is str
             and 0 < len(key) <= self._key_limit
             and key.isascii()
             and key.isprintable()
             and " " not in key
         ):
-            validate_key(key, self._namespace_length)
+            key = wire_key(key, self._namespace_length)
         try:
             return _get(self, key, default)
         except pylibmc.Error as exc:
@@ -285,7 +348,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
 
         Needs the ``cas`` behaviour, as with pylibmc.
         """
-        validate_key(key, self._namespace_length)
+        key = wire_key(key, self._namespace_length)
         try:
             return super().gets(key)  # type: ignore[no-any-return]
         except pylibmc.Error as exc:
@@ -304,12 +367,11 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         fetched one by one, and those of the unavailable server are missing
         from the result.
         """
-        if keys.__class__ is not list:
-            keys = list(keys)
-        validate_keys(keys, self._checked_prefix(key_prefix))
+        prefix, prefix_length = self._checked_prefix(key_prefix)
+        keys = wire_keys(keys, prefix_length)
         try:
-            if key_prefix:
-                return _get_multi(self, keys, key_prefix=key_prefix)  # type: ignore[no-any-return]
+            if prefix:
+                return _get_multi(self, keys, key_prefix=prefix)  # type: ignore[no-any-return]
             return _get_multi(self, keys)  # type: ignore[no-any-return]
         except pylibmc.Error as exc:
             if not is_unavailable(exc):
@@ -318,10 +380,10 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         # One mget spans every server and fails as a whole; single gets let
         # the healthy servers answer. A server that just failed fails fast
         # now (it is in its retry_timeout), so this costs little extra.
-        prefix = _as_bytes(key_prefix or b"")
+        raw_prefix = _as_bytes(prefix)
         found: dict[Any, Any] = {}
         for key in keys:
-            value = self.get(prefix + _as_bytes(key), _MISS)
+            value = self.get(raw_prefix + _as_bytes(key), _MISS)
             if value is not _MISS:
                 found[key] = value
         return found
@@ -343,7 +405,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
             its size; *key* then holds no value.
         :raises mcpool.ServerUnavailable: if the key's server is unavailable.
         """
-        validate_key(key, self._namespace_length)
+        key = wire_key(key, self._namespace_length)
         return self._store(
             _Base.set, "set", key, val, time, min_compress_len, compress_level
         )
@@ -357,7 +419,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         compress_level: int = -1,
     ) -> bool:
         """Store *val* unless *key* exists; as :meth:`set` otherwise."""
-        validate_key(key, self._namespace_length)
+        key = wire_key(key, self._namespace_length)
         return self._store(
             _Base.add, "add", key, val, time, min_compress_len, compress_level
         )
@@ -371,7 +433,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         compress_level: int = -1,
     ) -> bool:
         """Store *val* only if *key* exists; as :meth:`set` otherwise."""
-        validate_key(key, self._namespace_length)
+        key = wire_key(key, self._namespace_length)
         return self._store(
             _Base.replace, "replace", key, val, time, min_compress_len, compress_level
         )
@@ -385,7 +447,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         compress_level: int = -1,
     ) -> bool:
         """Append *val* to the value of *key*; as :meth:`set` otherwise."""
-        validate_key(key, self._namespace_length)
+        key = wire_key(key, self._namespace_length)
         return self._store(
             _Base.append, "append", key, val, time, min_compress_len, compress_level
         )
@@ -399,14 +461,14 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         compress_level: int = -1,
     ) -> bool:
         """Prepend *val* to the value of *key*; as :meth:`set` otherwise."""
-        validate_key(key, self._namespace_length)
+        key = wire_key(key, self._namespace_length)
         return self._store(
             _Base.prepend, "prepend", key, val, time, min_compress_len, compress_level
         )
 
     def cas(self, key: str | bytes, val: Any, cas: int, time: int = 0) -> bool:
         """Store *val* if *key* still has *cas* (from :meth:`gets`); as :meth:`set`."""
-        validate_key(key, self._namespace_length)
+        key = wire_key(key, self._namespace_length)
         return self._store(_Base.cas, "cas", key, val, cas, time)
 
     def delete(self, key: str | bytes) -> bool:
@@ -415,23 +477,23 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         :raises mcpool.ServerUnavailable: if the key's server is unavailable:
             the delete was not applied.
         """
-        validate_key(key, self._namespace_length)
+        key = wire_key(key, self._namespace_length)
         return self._write(_Base.delete, "delete", key)  # type: ignore[no-any-return]
 
     def touch(self, key: str | bytes, time: int) -> bool:
         """Give *key* a new expiry time; ``False`` if it was not there."""
-        validate_key(key, self._namespace_length)
+        key = wire_key(key, self._namespace_length)
         return self._write(_Base.touch, "touch", key, time)  # type: ignore[no-any-return]
 
     def incr(self, key: str | bytes, delta: int = 1) -> int:
         """Add *delta* to the counter at *key*; raises ``pylibmc.NotFound``
         if there is none, as pylibmc does."""
-        validate_key(key, self._namespace_length)
+        key = wire_key(key, self._namespace_length)
         return self._write(_Base.incr, "incr", key, delta)  # type: ignore[no-any-return]
 
     def decr(self, key: str | bytes, delta: int = 1) -> int:
         """Subtract *delta* from the counter at *key* (not below 0)."""
-        validate_key(key, self._namespace_length)
+        key = wire_key(key, self._namespace_length)
         return self._write(_Base.decr, "decr", key, delta)  # type: ignore[no-any-return]
 
     def set_multi(
@@ -444,7 +506,10 @@ class Client(pylibmc.Client):  # type: ignore[misc]
     ) -> list[Any]:
         """Store every item of *mapping*; return the keys not stored.
 
-        All keys are checked first: one invalid key and nothing is sent.
+        All keys are checked and all values serialised first: one invalid
+        key, or one value that cannot be serialised (pickling fails, a str
+        with a lone surrogate), and the call raises (:class:`~mcpool.InvalidKey`,
+        or the serialiser's own error) with nothing sent or stored.
         Then each item is stored in order, and a value over the size limit
         does not stop the others: when all are done,
         :class:`~mcpool.ValueTooLarge` lists the oversize keys (which now
@@ -492,13 +557,13 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         :raises mcpool.ServerUnavailable: at the first key whose server is
             unavailable; ``keys`` are that one and the ones after it.
         """
-        keys = list(keys)
-        validate_keys(keys, self._checked_prefix(key_prefix))
-        prefix = _as_bytes(key_prefix or b"")
+        prefix, prefix_length = self._checked_prefix(key_prefix)
+        keys = wire_keys(keys, prefix_length)
+        raw_prefix = _as_bytes(prefix)
         all_deleted = True
         for index, key in enumerate(keys):
             try:
-                all_deleted &= bool(_Base.delete(self, prefix + _as_bytes(key)))
+                all_deleted &= bool(_Base.delete(self, raw_prefix + _as_bytes(key)))
             except pylibmc.Error as exc:
                 if is_unavailable(exc):
                     raise self._unavailable(exc, "delete_multi", keys[index:]) from exc
@@ -516,11 +581,11 @@ class Client(pylibmc.Client):  # type: ignore[misc]
 
         All keys are checked before anything is sent.
         """
-        keys = list(keys)
-        validate_keys(keys, self._checked_prefix(key_prefix))
+        prefix, prefix_length = self._checked_prefix(key_prefix)
+        keys = wire_keys(keys, prefix_length)
         try:
-            if key_prefix:
-                super().incr_multi(keys, key_prefix=key_prefix, delta=delta)
+            if prefix:
+                super().incr_multi(keys, key_prefix=prefix, delta=delta)
             else:
                 super().incr_multi(keys, delta=delta)
         except pylibmc.Error as exc:
@@ -532,10 +597,13 @@ class Client(pylibmc.Client):  # type: ignore[misc]
     # The mapping interface (mc[key], mc[key] = v, del mc[key], key in mc)
     # is pylibmc's, which calls get/set/delete above.
 
-    def _checked_prefix(self, key_prefix: str | bytes | None) -> int:
+    def _checked_prefix(self, key_prefix: Any) -> tuple[str | bytes, int]:
+        """The plain *key_prefix* to send and the bytes in front of each key
+        (prefix and namespace)."""
         if key_prefix is None:
-            return self._namespace_length
-        return validate_prefix(key_prefix) + self._namespace_length
+            return "", self._namespace_length
+        prefix = wire_prefix(key_prefix)
+        return prefix, len(prefix) + self._namespace_length
 
     @property
     def _namespace_length(self) -> int:
@@ -587,21 +655,30 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         compress_level: int,
     ) -> list[Any]:
         items = list(mapping.items())
-        validate_keys([key for key, _ in items], self._checked_prefix(key_prefix))
-        prefix = _as_bytes(key_prefix or b"")
+        prefix, prefix_length = self._checked_prefix(key_prefix)
+        keys = wire_keys([key for key, _ in items], prefix_length)
+        # Every value is serialised once before anything is sent, so a value
+        # that cannot be (unpicklable, a str with a lone surrogate) stops the
+        # call with nothing stored, as in pylibmc; pylibmc serialises each
+        # value again as it sends it. Plain bytes are sent as they are.
+        serialize = self.serialize
+        for _, value in items:
+            if type(value) is not bytes:
+                serialize(value)
+        raw_prefix = _as_bytes(prefix)
         failed: list[Any] = []
         too_large: list[Any] = []
         # pylibmc's C loop also sends one request per key and waits for its
         # reply; doing it here costs about a microsecond per key and lets an
         # oversize value fail alone instead of stopping the keys after it.
         for index, (key, value) in enumerate(items):
-            wire_key = prefix + _as_bytes(key)
+            sent_key = raw_prefix + _as_bytes(keys[index])
             try:
                 stored = method(
-                    self, wire_key, value, time, min_compress_len, compress_level
+                    self, sent_key, value, time, min_compress_len, compress_level
                 )
             except pylibmc.TooBig:
-                self._forget(wire_key)
+                self._forget(sent_key)
                 too_large.append(key)
                 failed.append(key)
                 continue

@@ -9,6 +9,12 @@ containing ``\\r\\n`` smuggles a second command to the server. The rules are
 checked before a request is built, for both protocols, so a key means the
 same thing whichever protocol a deployment uses.
 
+The checks read the characters or bytes themselves, never a method of the
+key: a ``str`` or ``bytes`` subclass is first copied into a plain ``str`` or
+``bytes`` with the base type's own code (its ``isprintable``, ``__len__``,
+``__contains__`` or ``__class__`` may say anything), and that copy is what
+:class:`mcpool.Client` checks and sends.
+
 .. code-block:: python
 
     from mcpool.keys import safe_key, validate_key
@@ -24,7 +30,7 @@ same thing whichever protocol a deployment uses.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -36,6 +42,9 @@ __all__ = [
     "validate_key",
     "validate_keys",
     "validate_prefix",
+    "wire_key",
+    "wire_keys",
+    "wire_prefix",
 ]
 
 #: The longest key memcached accepts, in bytes, prefix included.
@@ -49,6 +58,28 @@ _KEPT = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 _DIGEST_CHARS = 32
 
 _SHOWN = 40  # characters of a bad key quoted in an error message
+
+
+#: A slice of the whole: ``bytes.__getitem__(key, _WHOLE)`` copies a bytes
+#: subclass's own bytes into a plain ``bytes`` without calling its methods.
+_WHOLE = slice(None)
+
+
+def _plain(key: Any) -> str | bytes | None:
+    """*key* as an object of exactly ``str`` or ``bytes``, or ``None``.
+
+    ``type()`` and ``issubclass()`` read the real class, which a subclass
+    cannot fake (``key.__class__`` and ``isinstance`` can be), and the copies
+    are made by ``str``'s and ``bytes``' own code: no method of a subclass runs.
+    """
+    kind = type(key)
+    if kind is str or kind is bytes:
+        return key  # type: ignore[no-any-return]
+    if issubclass(kind, str):
+        return str.__str__(key)
+    if issubclass(kind, bytes):
+        return bytes.__getitem__(key, _WHOLE)
+    return None
 
 
 def _is_valid_text(key: str, limit: int) -> bool:
@@ -114,10 +145,12 @@ def _problems(key: str | bytes, raw: bytes, prefix_len: int) -> list[str]:
 def _explain(key: Any, limit: int, what: str = "key") -> InvalidKey:
     """Build the error for a key that failed the fast checks."""
     prefix_len = MAX_KEY_LENGTH - limit
-    if not isinstance(key, (str, bytes)):
+    plain = _plain(key)
+    if plain is None:
         return InvalidKey(
             f"{what} must be str or bytes, not {type(key).__name__} ({key!r:.60})"
         )
+    key = plain
     if isinstance(key, str):
         try:
             raw = key.encode("utf-8")
@@ -141,7 +174,9 @@ def _explain(key: Any, limit: int, what: str = "key") -> InvalidKey:
 def validate_key(key: Any, prefix_length: int = 0) -> None:
     """Raise :class:`~mcpool.InvalidKey` unless *key* may be sent to memcached.
 
-    :param key: a ``str`` (UTF-8 encoded, as pylibmc does) or ``bytes``.
+    :param key: a ``str`` (UTF-8 encoded, as pylibmc does) or ``bytes``; of
+        a subclass, the characters or bytes it holds are checked, whatever
+        its methods say.
     :param prefix_length: bytes that will be put in front of the key (a
         ``key_prefix`` or ``namespace``); they count toward the 250-byte
         limit.
@@ -155,15 +190,33 @@ def validate_key(key: Any, prefix_length: int = 0) -> None:
       ...
     mcpool.InvalidKey: key 'user 42' is not a valid memcached key: it has a ...
     """
+    wire_key(key, prefix_length)
+
+
+def wire_key(key: Any, prefix_length: int = 0) -> str | bytes:
+    """The key to send for *key*: a plain ``str`` or ``bytes`` that is valid.
+
+    A plain ``str`` or ``bytes`` comes back as it is; a subclass comes back
+    as a plain copy of its characters or bytes, checked: pass that to
+    pylibmc, and what was checked is what is sent.
+
+    :raises mcpool.InvalidKey: as :func:`validate_key`.
+
+    .. versionadded:: 0.1
+    """
     limit = MAX_KEY_LENGTH - prefix_length
-    # Exact type checks first: they keep the common case to a few C calls.
-    if key.__class__ is str or isinstance(key, str):
-        if _is_valid_text(key, limit):
-            return
-    elif (key.__class__ is bytes or isinstance(key, bytes)) and _is_valid_bytes(
-        key, limit
-    ):
-        return
+    # The common case first, on the exact type: a few C calls.
+    if type(key) is str:
+        if 0 < len(key) <= limit and key.isascii() and key.isprintable():
+            if " " not in key:
+                return key
+        raise _explain(key, limit)
+    plain = key if type(key) is bytes else _plain(key)
+    if type(plain) is str:
+        if _is_valid_text(plain, limit):
+            return plain
+    elif type(plain) is bytes and _is_valid_bytes(plain, limit):
+        return plain
     raise _explain(key, limit)
 
 
@@ -175,25 +228,37 @@ def validate_keys(keys: Sequence[Any], prefix_length: int = 0) -> None:
 
     >>> validate_keys(["user:1", "user:2"], prefix_length=len("app:"))
     """
-    if keys:
-        # One pass over the joined keys instead of one call per key: the
-        # joined text is valid exactly when every key's characters are.
-        limit = MAX_KEY_LENGTH - prefix_length
-        try:
-            joined = "".join(keys)
-        except TypeError:
-            pass
-        else:
-            if (
-                joined.isascii()
-                and joined.isprintable()
-                and " " not in joined
-                and all(keys)
-                and max(map(len, keys)) <= limit
-            ):
-                return
-    for key in keys:
-        validate_key(key, prefix_length)
+    wire_keys(keys, prefix_length)
+
+
+def wire_keys(keys: Iterable[Any], prefix_length: int = 0) -> list[str | bytes]:
+    """The keys to send for *keys*, each as :func:`wire_key` gives it.
+
+    :raises mcpool.InvalidKey: for the first bad key.
+    """
+    if type(keys) is not list:
+        keys = list(keys)  # one snapshot: what is checked is what is sent
+    limit = MAX_KEY_LENGTH - prefix_length
+    try:
+        # One pass over all the keys instead of a call per key. join() and
+        # split() read the characters of str subclasses too, never their
+        # methods, and split() hands back plain copies. A space is not a key
+        # character, so splitting gives back as many keys as went in exactly
+        # when no key has a space.
+        spaced = " ".join(keys)
+    except TypeError:
+        pass  # bytes or other types: one by one below
+    else:
+        parts: list[str | bytes] = spaced.split(" ")  # type: ignore[assignment]
+        if (
+            len(parts) == len(keys)
+            and spaced.isascii()
+            and spaced.isprintable()
+            and "" not in parts
+            and (len(spaced) <= limit or max(map(len, parts)) <= limit)
+        ):
+            return parts
+    return [wire_key(key, prefix_length) for key in keys]
 
 
 def validate_prefix(prefix: Any, what: str = "key_prefix") -> int:
@@ -206,12 +271,24 @@ def validate_prefix(prefix: Any, what: str = "key_prefix") -> int:
         ``0x21``-``0x7E`` or is longer than 249 bytes (a key of at least one
         byte must still fit).
     """
-    if prefix is None or prefix == "" or prefix == b"":
-        return 0
-    if isinstance(prefix, str) and _is_valid_text(prefix, MAX_KEY_LENGTH - 1):
-        return len(prefix)
-    if isinstance(prefix, bytes) and _is_valid_bytes(prefix, MAX_KEY_LENGTH - 1):
-        return len(prefix)
+    return len(wire_prefix(prefix, what))
+
+
+def wire_prefix(prefix: Any, what: str = "key_prefix") -> str | bytes:
+    """The prefix to send for *prefix*, as :func:`wire_key` gives keys;
+    ``""`` for ``None`` or an empty prefix.
+
+    :raises mcpool.InvalidKey: as :func:`validate_prefix`.
+    """
+    if prefix is None:
+        return ""
+    plain = _plain(prefix)
+    if plain is not None and not plain:
+        return plain
+    if type(plain) is str and _is_valid_text(plain, MAX_KEY_LENGTH - 1):
+        return plain
+    if type(plain) is bytes and _is_valid_bytes(plain, MAX_KEY_LENGTH - 1):
+        return plain
     raise _explain(prefix, MAX_KEY_LENGTH - 1, what)
 
 

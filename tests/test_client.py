@@ -8,6 +8,8 @@ client, handed out again by the pool, answers the next request correctly.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +66,112 @@ def stored(server: MemcachedServer) -> dict[str, bytes]:
             size = int(header.split()[3])
             values[key] = rest[:size]
     return values
+
+
+class LyingText(str):
+    """A str whose methods say it is a valid key and hide its CR LF."""
+
+    # Also claims to be a plain str to code that asks ``key.__class__``.
+    __class__ = property(lambda self: str)  # type: ignore[assignment]
+
+    def isascii(self) -> bool:
+        return True
+
+    def isprintable(self) -> bool:
+        return True
+
+    def __contains__(self, item: object) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        return 3
+
+    def encode(self, *args: Any, **kwargs: Any) -> bytes:
+        return b"key"
+
+
+class LyingBytes(bytes):
+    """The same for bytes."""
+
+    __class__ = property(lambda self: bytes)  # type: ignore[assignment]
+
+    def isascii(self) -> bool:
+        return True
+
+    def decode(self, *args: Any, **kwargs: Any) -> str:
+        return "key"
+
+    def __contains__(self, item: object) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        return 3
+
+    def __bytes__(self) -> bytes:
+        return b"key"
+
+
+# (name, call with the hostile key, what to store first, behaviours)
+HOSTILE_CALLS: list[
+    tuple[str, Callable[[Any], Callable[[Any], object]], dict[str, Any], dict[str, Any]]
+] = [
+    ("get", lambda k: lambda mc: mc.get(k), {}, {}),
+    ("gets", lambda k: lambda mc: mc.gets(k), {}, {"cas": True}),
+    ("get_multi", lambda k: lambda mc: mc.get_multi(["ok", k]), {}, {}),
+    (
+        "get_multi prefix",
+        lambda k: lambda mc: mc.get_multi(["ok"], key_prefix=k),
+        {},
+        {},
+    ),
+    ("set", lambda k: lambda mc: mc.set(k, "v"), {}, {}),
+    ("add", lambda k: lambda mc: mc.add(k, "v"), {}, {}),
+    ("replace", lambda k: lambda mc: mc.replace(k, "v"), {}, {}),
+    ("append", lambda k: lambda mc: mc.append(k, "v"), {}, {}),
+    ("prepend", lambda k: lambda mc: mc.prepend(k, "v"), {}, {}),
+    ("cas", lambda k: lambda mc: mc.cas(k, "v", 1), {}, {"cas": True}),
+    ("delete", lambda k: lambda mc: mc.delete(k), {}, {}),
+    ("touch", lambda k: lambda mc: mc.touch(k, 10), {}, {}),
+    ("incr", lambda k: lambda mc: mc.incr(k), {"n": 1}, {}),
+    ("decr", lambda k: lambda mc: mc.decr(k), {"n": 1}, {}),
+    ("set_multi", lambda k: lambda mc: mc.set_multi({"ok": "v", k: "v"}), {}, {}),
+    (
+        "set_multi prefix",
+        lambda k: lambda mc: mc.set_multi({"ok": "v"}, key_prefix=k),
+        {},
+        {},
+    ),
+    ("add_multi", lambda k: lambda mc: mc.add_multi({"ok": "v", k: "v"}), {}, {}),
+    (
+        "add_multi prefix",
+        lambda k: lambda mc: mc.add_multi({"ok": "v"}, key_prefix=k),
+        {},
+        {},
+    ),
+    ("delete_multi", lambda k: lambda mc: mc.delete_multi(["n", k]), {"n": 1}, {}),
+    (
+        "delete_multi prefix",
+        lambda k: lambda mc: mc.delete_multi(["n"], key_prefix=k),
+        {"n": 1},
+        {},
+    ),
+    ("incr_multi", lambda k: lambda mc: mc.incr_multi(["n", k]), {"n": 1}, {}),
+    (
+        "incr_multi prefix",
+        lambda k: lambda mc: mc.incr_multi(["n"], key_prefix=k),
+        {"n": 1},
+        {},
+    ),
+    ("mapping get", lambda k: lambda mc: mc[k], {}, {}),
+    ("mapping contains", lambda k: lambda mc: k in mc, {}, {}),
+    ("mapping del", lambda k: lambda mc: mc.__delitem__(k), {}, {}),
+    (
+        "set_behaviors namespace",
+        lambda k: lambda mc: mc.set_behaviors({"namespace": k}),
+        {},
+        {},
+    ),
+]
 
 
 @dataclass
@@ -152,6 +260,13 @@ CATALOGUE = [
     Case("mapping set space", lambda mc: mc.__setitem__("a b", "v")),
     Case("mapping del space", lambda mc: mc.__delitem__("a b")),
     Case("mapping contains space", lambda mc: "a b" in mc),
+    # Keys that lie about themselves: the checks read the bytes, not the
+    # methods of a str or bytes subclass.
+    *[
+        Case(f"{name} {type(key).__name__}", run(key), before=before, behaviors=bh)
+        for key in (LyingText(INJECTION), LyingBytes(INJECTION.encode()))
+        for name, run, before, bh in HOSTILE_CALLS
+    ],
     # Oversize values.
     Case(
         "set oversize drops the old value",
@@ -388,3 +503,72 @@ def test_value_too_large_lists_the_keys(server: MemcachedServer) -> None:
     assert info.value.keys == ["huge"]
     assert info.value.failed == ["exists", "huge"]
     assert mc.get("t:exists") == "new"
+
+
+@pytest.mark.parametrize(
+    "namespace", [LyingText(INJECTION), LyingBytes(INJECTION.encode())], ids=repr
+)
+def test_a_lying_namespace_is_refused(
+    server: MemcachedServer, namespace: str | bytes
+) -> None:
+    mc = Client([server.address], timeout=T)
+    mc.flush_all()
+    with pytest.raises(InvalidKey, match="namespace"):
+        Client([server.address], timeout=T, behaviors={"namespace": namespace})
+    assert "injected" not in stored(server)
+    assert mc.set("still", "fine") and mc.get("still") == "fine"
+
+
+def test_str_subclass_keys_that_tell_the_truth_work(server: MemcachedServer) -> None:
+    class Text(str):
+        pass
+
+    mc = Client([server.address], timeout=T)
+    assert mc.set(Text("sub:a"), 1) and mc.get(Text("sub:a")) == 1
+    assert mc.get_multi([Text("a"), "b"], key_prefix=Text("sub:")) == {"a": 1}
+    assert mc.set_multi({Text("b"): 2}, key_prefix=Text("sub:")) == []
+    assert mc.delete_multi([Text("a"), b"b"], key_prefix=b"sub:")
+
+
+@pytest.mark.parametrize("method", ["set_multi", "add_multi"])
+@pytest.mark.parametrize(
+    "bad_value",
+    [lambda: None, "lone \ud800 surrogate"],
+    ids=["unpicklable", "unencodable"],
+)
+def test_a_value_that_cannot_be_serialised_stores_nothing(
+    server: MemcachedServer, method: str, bad_value: object
+) -> None:
+    mc = Client([server.address], timeout=T)
+    mc.flush_all()
+    mapping = {"first": "a", "second": 2, "bad": bad_value, "last": b"z"}
+    with pytest.raises(Exception) as info:  # noqa: B017 - whatever pickle raises
+        getattr(mc, method)(mapping, key_prefix="p:")
+    assert not isinstance(info.value, pylibmc.Error)
+    assert stored(server) == {}
+    assert mc.set_multi({"first": "a"}, key_prefix="p:") == []
+    assert mc.get_multi(["first"], key_prefix="p:") == {"first": "a"}
+
+
+def test_clients_are_made_and_cloned_without_noise(server: MemcachedServer) -> None:
+    # pylibmc 1.6.3 built for Python 3.13 prints 31 "Exception ignored in
+    # PyMapping_HasKeyString()" tracebacks for each client made without
+    # behaviours; mcpool always passes them. A fresh interpreter, so that
+    # nothing else has written to its stderr.
+    script = f"""
+import mcpool
+mc = mcpool.Client([{server.address!r}], timeout={T})
+mc.clone().clone()
+mc.set_behaviors({{"namespace": "ns:"}})
+pool = mcpool.ClientPool(mc, 2)
+with pool.reserve() as a, pool.reserve() as b:
+    a.set("noise", 1)
+with mcpool.ThreadMappedPool(mc).reserve() as c:
+    c.get("noise")
+print("done")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout == "done\n", result.stderr
+    assert result.stderr == ""

@@ -174,3 +174,62 @@ def test_validate_keys_finds_the_bad_key(keys: list[object], message: str) -> No
 )
 def test_validate_keys_passes_valid_keys(keys: list[str | bytes]) -> None:
     validate_keys(keys, prefix_length=2)
+
+
+class LyingText(str):
+    def isascii(self) -> bool:
+        return True
+
+    def isprintable(self) -> bool:
+        return True
+
+    def __contains__(self, item: object) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter("ok")
+
+    def encode(self, *args: object, **kwargs: object) -> bytes:
+        return b"ok"
+
+
+class LyingBytes(bytes):
+    def isascii(self) -> bool:
+        return True
+
+    def decode(self, *args: object, **kwargs: object) -> str:
+        return "ok"
+
+    def __contains__(self, item: object) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        LyingText("x\r\nset injected 0 0 1\r\nZ"),
+        LyingText("a b"),
+        EMPTY_TEXT := LyingText(""),
+        LyingText("x" * 251),
+        LyingBytes(b"x\r\nset injected 0 0 1\r\nZ"),
+        EMPTY_BYTES := LyingBytes(b""),
+        LyingBytes(b"x" * 251),
+    ],
+    ids=lambda key: type(key).__name__,
+)
+def test_subclass_methods_cannot_vouch_for_a_key(key: str | bytes) -> None:
+    with pytest.raises(InvalidKey):
+        validate_key(key)
+    with pytest.raises(InvalidKey):
+        validate_keys(["ok", key])
+    with pytest.raises(InvalidKey):
+        validate_keys([key] * 3)
+    if key is not EMPTY_TEXT and key is not EMPTY_BYTES:  # no prefix is fine
+        with pytest.raises(InvalidKey):
+            validate_prefix(key)
