@@ -30,6 +30,7 @@ from typing import Any
 
 import pylibmc
 from report import (
+    load_baseline,
     median_by_key,
     print_markdown_table,
     print_ns_per_op_table,
@@ -107,6 +108,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="also time the mcpool package of this checkout (a before/after row)",
+    )
     args = parser.parse_args()
     rounds, number, seconds, reps = (
         (3, 20_000, 0.5, 1)
@@ -125,6 +131,15 @@ def main() -> int:
 
         pools: dict[str, Any] = {
             "mcpool.ClientPool": mcpool.ClientPool(master, 4),
+            **(
+                {
+                    "mcpool.ClientPool (baseline)": load_baseline(
+                        args.baseline
+                    ).ClientPool(master, 4)
+                }
+                if args.baseline
+                else {}
+            ),
             "pylibmc.ClientPool": pylibmc.ClientPool(master, 4),
             "deque pop/append": collections.deque([object()]),
         }

@@ -33,6 +33,7 @@ from typing import Any
 
 import pylibmc
 from report import (
+    load_baseline,
     median_by_key,
     print_markdown_table,
     print_ns_per_op_table,
@@ -133,6 +134,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="also time the mcpool package of this checkout (a before/after row)",
+    )
     args = parser.parse_args()
     rounds, number, threads, reps, nests = (
         (3, 20_000, 800, 1, 200) if args.quick else (9, 100_000, 10_000, 3, 2_000)
@@ -143,6 +149,15 @@ def main() -> int:
         master = pylibmc.Client([server.address], binary=True)
         pools: dict[str, Any] = {
             "mcpool.ThreadMappedPool": mcpool.ThreadMappedPool(master),
+            **(
+                {
+                    "mcpool.ThreadMappedPool (baseline)": load_baseline(
+                        args.baseline
+                    ).ThreadMappedPool(master)
+                }
+                if args.baseline
+                else {}
+            ),
             "pylibmc.ThreadMappedPool": pylibmc.ThreadMappedPool(master),
             "mcpool.ClientPool": mcpool.ClientPool(master, 4),
         }

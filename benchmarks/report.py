@@ -15,9 +15,11 @@ puts this folder first on ``sys.path``::
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
 import sys
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,3 +139,24 @@ def write_json(path: str | Path, results: Any) -> None:
     """Write *results* to *path* as indented JSON, for plots and later reading."""
     with open(path, "w") as out:
         json.dump(results, out, indent=2)
+
+
+def load_baseline(checkout: str) -> types.ModuleType:
+    """Import the ``mcpool`` package of another checkout as ``mcpool_baseline``.
+
+    For before/after tables in one run: ``git worktree add /tmp/before
+    <commit>``, then ``--baseline /tmp/before``. The package's imports are
+    relative, so both versions live side by side in one process.
+    """
+    package = Path(checkout, "mcpool")
+    spec = importlib.util.spec_from_file_location(
+        "mcpool_baseline",
+        package / "__init__.py",
+        submodule_search_locations=[str(package)],
+    )
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"no mcpool package in {checkout}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mcpool_baseline"] = module
+    spec.loader.exec_module(module)
+    return module

@@ -61,17 +61,35 @@ def describe_site(site: tuple[Any, int] | None) -> str:
 
 
 def report_recovered(
-    pool_name: str, site: tuple[Any, int] | None, still_used: bool
+    pool_name: str,
+    site: tuple[Any, int] | None,
+    stack: list[tuple[str, int, str]] | None,
+    still_used: bool,
 ) -> None:
     """Log, and warn with :class:`ResourceWarning`, of an item whose
-    reservation was dropped without being released."""
+    reservation was dropped without being released.
+
+    *site* is the reserving call where the pool recorded it (leases, and
+    reservations that had to wait or be vetted); *stack* the leak detector's
+    record, where one is on.
+    """
     fate = (
         "it is still referenced elsewhere, so the pool forgets it without closing it"
         if still_used
         else "the pool closed it"
     )
+    if site is not None:
+        where = describe_site(site)
+    elif stack:
+        filename, lineno, name = stack[-1]
+        where = f"{filename}:{lineno} in {name}"
+    else:
+        where = (
+            "an unknown place (a pool made with leak_timeout= records where "
+            "each item is reserved)"
+        )
     message = (
-        f"{pool_name}: an item reserved at {describe_site(site)} was dropped "
+        f"{pool_name}: an item reserved at {where} was dropped "
         f"without being released; its slot is free again and {fate}. Use "
         "'with pool.reserve() as item:' or release every lease in a finally "
         "block"
