@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Iterator
+from importlib import metadata
 from typing import Any
 
 import pylibmc
@@ -17,6 +19,10 @@ from mcpool.flask import CONFIG_DEFAULTS, MemcachePool, PoolState
 from mcpool.testing import MemcachedServer, free_port
 
 memcache = MemcachePool()
+
+FLASK_VERSION = tuple(
+    int(part) for part in re.findall(r"\d+", metadata.version("flask"))[:3]
+)
 
 
 def create_app(servers: str | list[str], **config: Any) -> Flask:
@@ -263,7 +269,7 @@ def test_two_apps_from_one_factory_keep_their_own_pools_and_servers(
 # -- streaming ---------------------------------------------------------------
 
 
-def test_stream_with_context_keeps_the_client_until_the_stream_ends(
+def test_stream_with_context_keeps_a_client_until_the_stream_ends(
     app: Flask, master: pylibmc.Client
 ) -> None:
     k = key("stream")
@@ -277,23 +283,28 @@ def test_stream_with_context_keeps_the_client_until_the_stream_ends(
         @stream_with_context
         def body() -> Iterator[str]:
             for _ in range(3):
-                during.append(pool_of(app).stats().in_use)
                 yield memcache.client.get(k)
+                during.append(pool_of(app).stats().in_use)
 
         return app.response_class(body())
 
     response = app.test_client().get("/stream")  # reads the first chunk
-    # Flask tore the context down when the view returned, so the view's
-    # client went back; the stream's push of the context reserved one when
-    # the body first used it, and holds it while the stream runs...
-    assert during == [0]
-    assert pool_of(app).stats().in_use == 1
-    assert response.get_data() == b"partpartpart"
-    assert during == [0, 1, 1]
-    # ... until the teardown at the end of the stream returns it.
-    stats = pool_of(app).stats()
-    assert (stats.in_use, stats.reserves, stats.created) == (0, 2, 1)
-    response.close()
+    try:
+        # The stream holds a client while it runs...
+        assert pool_of(app).stats().in_use == 1
+        assert response.get_data() == b"partpartpart"
+        assert during == [1, 1, 1]
+        # ... until the teardown at the end of the stream returns it.
+        stats = pool_of(app).stats()
+        assert (stats.in_use, stats.created) == (0, 1)
+        # Flask 3.1.2 tears the view's context down when the view returns
+        # and pushes it again for the stream, whose first use reserves a
+        # client of its own; earlier releases keep the view's context, and
+        # its client, until the stream ends.
+        assert stats.reserves == (2 if FLASK_VERSION >= (3, 1, 2) else 1)
+    finally:
+        # An unfinished stream would leave its context pushed in this thread.
+        response.close()
     assert pool_of(app).stats().in_use == 0
 
 
