@@ -103,9 +103,9 @@ _G_KEY = "_mcpool_client"
 # app and g, and the request's environ. Flask keeps the contexts in two
 # private context variables; reading one directly costs 60 ns, each access
 # through Flask's public proxies 800 ns, and a request would make five of
-# them. The variables are used when Flask has them, with the shape the
-# extension relies on (``.get(None)`` giving the context or None); otherwise
-# the public API stands in, with the same interface.
+# them. The variables are used where Flask has them (Flask 2.3 to 3.1 do);
+# otherwise stand-ins built on the public API take their place, with the same
+# ``get(None)``: the current context, or None.
 
 
 class _AppContextView:
