@@ -28,9 +28,10 @@ its own master client and pool, kept in ``app.extensions["mcpool"]``; the
 extension object holds no app and no request state, so one object serves
 every app of the process and every thread.
 
-Flask tears the context down when the view returns, before a streaming body
-runs. A generator that uses the client must keep the context alive with
-:func:`flask.stream_with_context`, or the app must be served through
+A streaming body runs after the view returns, when Flask has torn the
+context down. A generator that uses the client must keep the context alive
+with :func:`flask.stream_with_context` and take ``memcache.client`` inside
+the generator, or the app must be served through
 :class:`~mcpool.PoolMiddleware` (``MCPOOL_WSGI_MIDDLEWARE = True``), which
 holds the request's client until the server closes the response; the
 extension then uses the middleware's client.
@@ -45,23 +46,22 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import pylibmc
 
 try:
-    import click
-    from flask import Flask, current_app
-    from flask.cli import AppGroup
-
-    # The context variables behind flask.g, flask.current_app and
-    # flask.request. Reading one directly costs 60 ns; each access through
-    # Flask's proxies costs 800 ns, and a request would make five of them.
-    from flask.globals import _cv_app, _cv_request
-except ImportError as exc:  # pragma: no cover - flask is installed for tests
+    from flask import Flask
+except ImportError as exc:
     raise ImportError(
-        f"mcpool.flask needs Flask ({exc}); install it with 'pip install mcpool[flask]'"
+        f"mcpool.flask needs Flask, which could not be imported ({exc}): "
+        "install it with pip install 'mcpool[flask]'"
     ) from exc
+
+import click  # a dependency of Flask's
+from flask import current_app, g, has_app_context, has_request_context, request
+from flask.cli import AppGroup
 
 from .client import DEFAULT_TIMEOUT, Client
 from .clientpool import ClientPool
@@ -95,6 +95,73 @@ POOL_KINDS = ("queue", "thread")
 
 _EXTENSION_KEY = "mcpool"
 _G_KEY = "_mcpool_client"
+
+
+# -- finding the current contexts ---------------------------------------------
+#
+# The extension reads three things of the current contexts: the app context's
+# app and g, and the request's environ. Flask keeps the contexts in two
+# private context variables; reading one directly costs 60 ns, each access
+# through Flask's public proxies 800 ns, and a request would make five of
+# them. The variables are used where Flask has them (Flask 2.3 to 3.1 do);
+# otherwise stand-ins built on the public API take their place, with the same
+# ``get(None)``: the current context, or None.
+
+
+class _AppContextView:
+    """An app context's app and g, as the public API gives them."""
+
+    __slots__ = ("app", "g")
+
+    def __init__(self, app: Flask, g: Any) -> None:
+        self.app = app
+        self.g = g
+
+
+class _RequestContextView:
+    """A request context's request, as the public API gives it."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+
+
+class _PublicAppContext:
+    """``flask.globals._cv_app``'s ``get(None)`` through Flask's public API."""
+
+    @staticmethod
+    def get(default: None) -> _AppContextView | None:
+        if not has_app_context():
+            return default
+        return _AppContextView(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            g._get_current_object(),
+        )
+
+
+class _PublicRequestContext:
+    """``flask.globals._cv_request``'s ``get(None)`` through Flask's public API."""
+
+    @staticmethod
+    def get(default: None) -> _RequestContextView | None:
+        if not has_request_context():
+            return default
+        return _RequestContextView(request._get_current_object())  # type: ignore[attr-defined]
+
+
+def _context_variables() -> tuple[Any, Any]:
+    """Flask's context variables, or the public API's stand-ins for them."""
+    try:
+        from flask.globals import _cv_app, _cv_request
+    except ImportError:
+        return _PublicAppContext(), _PublicRequestContext()
+    if isinstance(_cv_app, ContextVar) and isinstance(_cv_request, ContextVar):
+        return _cv_app, _cv_request
+    return _PublicAppContext(), _PublicRequestContext()
+
+
+_app_context_var, _request_context_var = _context_variables()
 
 
 class PoolState:
@@ -197,13 +264,13 @@ class MemcachePool:
         ... def index():
         ...     return memcache.client.get("greeting") or "hello"
         """
-        app_context = _cv_app.get(None)
+        app_context = _app_context_var.get(None)
         if app_context is None:
             raise _no_context("MemcachePool.client")
         state = app_context.app.extensions.get(_EXTENSION_KEY)
         if state is None:
             state = _state_of(app_context.app)  # raises, saying what to do
-        request_context = _cv_request.get(None)
+        request_context = _request_context_var.get(None)
         if request_context is not None:
             shared = request_context.request.environ.get(state.environ_key)
             if isinstance(shared, RequestClient) and shared.pool is state.pool:
@@ -295,7 +362,7 @@ def _no_context(what: str) -> RuntimeError:
 
 
 def _current_state(what: str) -> PoolState:
-    app_context = _cv_app.get(None)
+    app_context = _app_context_var.get(None)
     if app_context is None:
         raise _no_context(what)
     return _state_of(app_context.app)
@@ -307,7 +374,7 @@ def _release_context_client(exc: BaseException | None) -> None:
     # idempotent. The released client stays in g, so that a use later in
     # this pop (an appcontext_tearing_down receiver) raises instead of
     # reserving a client that no teardown would return.
-    app_context = _cv_app.get(None)
+    app_context = _app_context_var.get(None)
     if app_context is None:
         return
     context_client: RequestClient | None = app_context.g.__dict__.get(_G_KEY)
