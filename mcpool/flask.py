@@ -422,7 +422,9 @@ def _state_from_config(config: Mapping[str, Any]) -> PoolState:
 
     def make_client(addresses: list[str]) -> Any:
         options: dict[str, Any] = {"binary": binary, **client_options}
-        if behaviors:
+        # Always a mapping: pylibmc 1.6.3 on Python 3.13 prints 31 ignored
+        # exceptions for each client made with behaviors=None.
+        if behaviors or options.get("behaviors") is None:
             options["behaviors"] = behaviors
         if username is not None:
             options["username"] = username
