@@ -167,12 +167,13 @@ class ClientPool(Pool[Any]):
             # master reports fails (libmemcached refuses verify_keys=0 on a
             # binary-protocol client, for one).
             self._behaviors.update(behaviors)
-            idle = [entry.item for entry in self._idle]
-            for client in idle:
-                self._sync_behaviors(client)
             # Costs nothing until behaviours change: only then does every
-            # returning client pass through this check.
+            # returning client pass through this check. Set first: it turns
+            # off the pool's lock-free paths, so that no idle client is taken
+            # while it is being changed.
             self.reset = self._sync_behaviors
+            for slot in list(self._idle):
+                self._sync_behaviors(slot.item)
 
     def _sync_behaviors(self, client: Any) -> None:
         if getattr(client, "_mcpool_behaviors", 0) != self._behaviors_version:

@@ -28,6 +28,15 @@ holder: dropped unreleased, or cut off by an exception that struck between
 two bytecodes. :meth:`Pool._recover` finds such slots when the pool runs out
 (and when :meth:`Pool.stats` is read) and frees their capacity, so a fault
 anywhere costs at most the item it struck, never a slot for good.
+
+Lock-free fast paths: the inlined reserve and release in
+:class:`Reservation` take no lock. CPython switches threads, and runs signal
+handlers and asynchronous exceptions, only at calls and backward jumps; the
+inlined paths test, claim and move a slot with no call in between, so under
+the GIL each is atomic, and a slot is never out of the deque without a
+holder. Everything else mutates the deque with single atomic operations
+(``pop``, ``popleft``, ``append``) and takes the lock, which is only ever
+held in a ``with`` block.
 """
 
 from __future__ import annotations
@@ -58,6 +67,11 @@ T = TypeVar("T")
 logger = logging.getLogger("mcpool")
 
 _new = object.__new__
+
+# The inlined reserve and release take no lock: they rely on the GIL running
+# no other thread, signal handler or asynchronous exception between two
+# bytecodes that call nothing. Without a GIL they stay off.
+_GIL = not hasattr(sys, "_is_gil_enabled") or sys._is_gil_enabled()
 _getframe = sys._getframe
 
 # How long a waiter sleeps before it looks for slots lost by their holders:
@@ -234,20 +248,20 @@ class Reservation(Generic[T]):
         try:
             if not pool._fork_marker[0]:
                 pool._after_unhooked_fork()
-            if self._wait is None and not pool._vetted:
-                # Pool._take's common case, inlined: an idle item and nobody
-                # in line. The lock is a with block, so that no exception,
-                # however asynchronous, can leave it held.
-                with pool._lock:
-                    idle = pool._idle
-                    if idle and not pool._waiters:
-                        slot = idle.pop()
-                        slot.holder = self
-                        self._slot = slot
-                        slot.site = None  # not recorded here: 0.2 us a reserve
-                        pool._reserves += 1
-                        item: T = slot.item
-                        return item
+            idle = pool._idle
+            if self._wait is None and idle and not (pool._vetted or pool._waiters):
+                # Pool._take's common case, inlined and lock-free (see
+                # "Lock-free fast paths" in the module's docstring): the slot
+                # is claimed before it leaves the deque, with no call between
+                # the test and the pop.
+                slot = idle[-1]
+                slot.holder = self
+                self._slot = slot
+                slot.site = None  # not recorded here: 0.2 us a reserve
+                pool._reserves += 1
+                idle.pop()
+                item: T = slot.item
+                return item
             return pool._take(self)
         except BaseException:
             pool._enter_failed(self)
@@ -265,17 +279,16 @@ class Reservation(Generic[T]):
             return
         pool = self._pool
         assert pool is not None
-        if exc is None and not pool._vetted and pool.max_spare is None:
-            # Pool._release's common case, inlined.
-            with pool._lock:
-                if self._slot is not slot:
-                    return  # released meanwhile by another thread
-                if not (pool._waiters or pool._closed):
-                    self._slot = None
-                    self._pool = None
-                    slot.holder = None
-                    pool._idle.append(slot)
-                    return
+        if exc is None and pool._plain and not (pool._waiters or pool._closed):
+            # Pool._release's common case, inlined and lock-free: no call
+            # from the test of self._slot to the append.
+            self._slot = None
+            self._pool = None
+            slot.holder = None
+            pool._idle.append(slot)
+            if pool._waiters or pool._closed:
+                pool._settle()  # a waiter queued, or close() ran, meanwhile
+            return
         pool._release(self, exc, discard=False)
 
 
@@ -456,7 +469,22 @@ class Pool(Generic[T]):
             or self._check is not None
             or self._reset is not None
             or self.leak_timeout is not None
+            or not _GIL
         )
+        self._plain = not self._vetted and self._max_spare is None
+
+    @property
+    def max_spare(self) -> int | None:
+        """Keep at most this many items idle; ``None`` keeps all."""
+        return self._max_spare
+
+    @max_spare.setter
+    def max_spare(self, count: int | None) -> None:
+        if count is not None:
+            whole_number(count, "max_spare")
+        self._max_spare = count
+        if hasattr(self, "_vetted"):
+            self._update_vetting()
 
     # -- public API -------------------------------------------------------
 
@@ -550,10 +578,7 @@ class Pool(Generic[T]):
         self._check_fork()
         with self._lock:
             self._closed = True
-            dropped = list(self._idle)
-            self._idle.clear()
-            self._slots.difference_update(dropped)
-            self._discarded += len(dropped)
+            dropped = self._drain_idle()
             while self._waiters:
                 waiter = self._waiters.popleft()
                 waiter.result = _CLOSED
@@ -624,11 +649,12 @@ class Pool(Generic[T]):
                     elif block and (deadline is None or time.monotonic() < deadline):
                         waiter = _Waiter(reservation)
                         self._waiters.append(waiter)
+                        # A lock-free return may have come between the test
+                        # of _idle above and this line.
+                        self._serve_from_idle()
                     else:
                         self._timeouts += 1
-                        raise PoolTimeout(
-                            self._timeout_message(seconds or 0.0, block)
-                        )
+                        raise PoolTimeout(self._timeout_message(seconds or 0.0, block))
             if lost:
                 self._report_lost(lost)
                 continue  # their capacity is free again
@@ -847,6 +873,36 @@ class Pool(Generic[T]):
             waiter.result = _GRANT
             waiter.signal.release()
 
+    def _serve_from_idle(self) -> None:
+        """Hand idle items to waiters; called with the lock held.
+
+        Lock-free reserves take nothing while anyone waits, so the pop
+        comes first and always finds the item.
+        """
+        while self._idle and self._waiters:
+            slot = self._idle.pop()
+            self._hand_over(slot)
+
+    def _drain_idle(self) -> list[_Slot]:
+        """Take every idle item out of the pool; called with the lock held."""
+        dropped = []
+        while True:
+            try:
+                slot = self._idle.popleft()  # one at a time: see _settle
+            except IndexError:
+                break
+            self._slots.discard(slot)
+            self._discarded += 1
+            dropped.append(slot)
+        return dropped
+
+    def _settle(self) -> None:
+        """After a lock-free return that raced a waiter or :meth:`close`."""
+        with self._lock:
+            dropped = self._drain_idle() if self._closed else []
+            self._serve_from_idle()
+        self._close_items(dropped)
+
     # -- faults -------------------------------------------------------------
 
     def _enter_failed(self, reservation: Reservation[T]) -> None:
@@ -881,13 +937,15 @@ class Pool(Generic[T]):
         Returns the lost items, for :meth:`_report_lost` outside the lock.
         """
         self._suspect = False
-        idle = set(map(id, self._idle))
         lost = []
         for slot in list(self._slots):
-            if id(slot) in idle or _held(slot):
+            if slot.holder is None:
+                if slot in self._idle:
+                    continue
+            elif _held(slot):  # (no local may refer to the holder here)
                 continue
-            holder = slot.holder
-            if holder is not None:  # break the cycle, kill the handle
+            else:  # only the slot refers to it, so nobody can change it
+                holder = slot.holder
                 holder._slot = holder._pool = None
                 slot.holder = None
             self._slots.discard(slot)
@@ -898,6 +956,7 @@ class Pool(Generic[T]):
         if any(waiter.gone for waiter in self._waiters):
             self._waiters = deque(w for w in self._waiters if not w.gone)
         self._grant_free_slots()
+        self._serve_from_idle()
         return lost
 
     def _report_lost(self, lost: list[_Slot]) -> None:
