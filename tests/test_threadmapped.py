@@ -731,10 +731,18 @@ def work(tag, rounds):
         except Exception as exc:
             errors.append(repr(exc))
 
-def in_new_threads(tag, count, rounds):
+def in_new_threads(tag, count, rounds, together=False):
+    # together: every thread binds a client, then waits for the others to
+    # have theirs, so that count clients are bound at once; without it a
+    # thread may start after another ended and reuse its client.
+    all_bound = threading.Barrier(count) if together else None
+    def run(thread_tag):
+        if all_bound is not None:
+            with pool.reserve():
+                all_bound.wait(60)
+        work(thread_tag, rounds)
     threads = [
-        threading.Thread(target=work, args=(f"{tag}-t{n}", rounds))
-        for n in range(count)
+        threading.Thread(target=run, args=(f"{tag}-t{n}",)) for n in range(count)
     ]
     for thread in threads:
         thread.start()
@@ -763,7 +771,7 @@ for thread in long_lived_threads:
     thread.start()
 for event in parked:
     event.wait()
-in_new_threads("parent-early", 2, 10)
+in_new_threads("parent-early", 2, 10, together=True)
 with pool.reserve() as parent_client:
     pass
 parents_clients += [parent_client] + [entry.item for entry in pool._idle]
