@@ -673,7 +673,10 @@ def test_flask_extension_serves_requests_from_a_thread_mapped_pool(
     memcache = MemcachePool()
     app = Flask(__name__)
     app.config.update(
-        MCPOOL_SERVERS=[memcached.address], MCPOOL_POOL="thread", MCPOOL_POOL_SIZE=2
+        MCPOOL_SERVERS=[memcached.address],
+        MCPOOL_POOL="thread",
+        MCPOOL_POOL_SIZE=2,
+        MCPOOL_SERVER_TIMEOUT=10.0,  # generous: a busy machine is slow
     )
     memcache.init_app(app)
 
