@@ -241,8 +241,14 @@ def test_ten_thousand_short_lived_threads_share_a_few_connections(
         except BaseException as exc:
             errors.append(exc)
 
+    stats_reads = 0
+
+    def connections() -> int:
+        nonlocal stats_reads
+        stats_reads += 1  # each read opens a connection of its own
+        return int(fresh_memcached.stats()["curr_connections"])
+
     before = int(fresh_memcached.stats()["total_connections"])
-    samples: list[int] = []
     for first in range(0, threads, batch):
         started = [
             threading.Thread(target=once, args=(number,))
@@ -257,24 +263,23 @@ def test_ten_thousand_short_lived_threads_share_a_few_connections(
         assert stats.in_use == 0
         assert stats.idle == stats.size <= max_spare
         if first % (batch * 10) == 0:
-            samples.append(int(fresh_memcached.stats()["curr_connections"]))
+            # The clients beyond max_spare were closed: the server sees them
+            # go (when it gets to it), leaving the spares and the connection
+            # that asks.
+            wait_until(lambda: connections() <= max_spare + 1)
     assert errors == []
-    # The server's count includes the stats connection that reads it, and
-    # clients just closed whose end it has not processed yet (one batch's
-    # worth at most).
-    assert max(samples) <= max_spare + 1 + batch, samples
     stats = pool.stats()
     assert stats.reserves == threads
     assert stats.in_use == 0 and stats.idle <= max_spare
     assert stats.idle + stats.in_use == stats.created - stats.discarded
-    # Each client opened one connection; every sample opened one more.
+    # Each client opened one connection; every stats read opened one more.
     after = int(fresh_memcached.stats()["total_connections"])
-    assert after - before - len(samples) - 1 == stats.created
-    wait_until(
-        lambda: int(fresh_memcached.stats()["curr_connections"]) <= max_spare + 1
-    )
-    # Far fewer clients than threads: they were reused.
-    assert stats.created <= threads // 4
+    assert after - before - stats_reads - 1 == stats.created
+    # Clients were reused: each batch after the first found the max_spare
+    # clients the one before left. (How many more it needed depends on how
+    # many of its threads overlapped, which is up to the scheduler.)
+    batches = threads // batch
+    assert stats.created <= batch + (batches - 1) * (batch - max_spare)
     pool.close()
 
 
