@@ -343,7 +343,7 @@ def test_close_disconnects_clients_and_refuses_new_reservations(
     assert (s.size, s.idle, s.in_use, s.discarded) == (0, 0, 0, 3)
 
 
-def _wait_until(condition: object, timeout: float = 5.0) -> None:
+def _wait_until(condition: object, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
         if time.monotonic() > deadline:
