@@ -183,8 +183,10 @@ def test_thread_mapped_clients_stay_bound_to_pooled_workers(
         assert bindings_for_120_requests(pooled, pool) == pooled.worker_stats().started
         assert pooled.worker_stats().started <= 4
 
-    # A thread per request binds (and gives back) a client per request.
-    with ThreadMappedPool(master, max_size=8) as pool:
+    # A thread per request binds (and gives back) a client per request. A
+    # thread gives its client back when it ends, which on a busy machine can
+    # be a while after its response: a request may wait past the default 2 s.
+    with ThreadMappedPool(master, max_size=8, timeout=60) as pool:
         threaded = werkzeug.serving.make_server(
             "127.0.0.1", 0, greeting_app(pool), threaded=True
         )
