@@ -3,6 +3,7 @@
 Run it with ``./run.sh demo`` (which installs what is missing), or directly::
 
     .venv/bin/python examples/demo.py [--threads 16] [--requests 4000] [--size 4]
+        [--server-timeout 0.25]
 
 It starts a memcached on a free loopback port, serves a small WSGI app on a
 pool of safe clients through :class:`mcpool.PoolMiddleware`, on a threaded
@@ -26,6 +27,7 @@ from typing import Any
 from werkzeug.serving import make_server
 
 from mcpool import Client, ClientPool, PoolMiddleware, safe_key
+from mcpool.client import DEFAULT_TIMEOUT
 from mcpool.testing import MemcachedServer
 
 
@@ -96,12 +98,19 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--size", type=int, default=4, help="pool size")
+    parser.add_argument(
+        "--server-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="seconds per memcached operation (mcpool.Client's timeout)",
+    )
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
 
     with MemcachedServer() as memcached:
         print(f"memcached {memcached.address} (pid {memcached.pid})")
-        master = Client([memcached.address])  # the safe client
+        # The safe client.
+        master = Client([memcached.address], timeout=args.server_timeout)
         pool = ClientPool(master, args.size, timeout=5.0, name="demo")
         server = make_server("127.0.0.1", 0, make_app(pool), threaded=True)
         host, port = server.server_address[:2]

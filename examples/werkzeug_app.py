@@ -35,6 +35,7 @@ from werkzeug.serving import run_simple
 from werkzeug.wrappers import Request, Response
 
 import mcpool
+from mcpool.client import DEFAULT_TIMEOUT
 
 
 def page_key(path: str) -> str:
@@ -54,10 +55,13 @@ def count_views(request: Request) -> Response:
     return Response(f"{request.path} has {views} views\n", mimetype="text/plain")
 
 
-def create_app(servers: list[str], threads: int = 8) -> Any:
+def create_app(
+    servers: list[str], threads: int = 8, timeout: float = DEFAULT_TIMEOUT
+) -> Any:
     """The counter wrapped in :class:`mcpool.PoolMiddleware` on a pool of
-    *threads* clients (one per server thread, so no request waits)."""
-    master = mcpool.Client(servers)
+    *threads* clients (one per server thread, so no request waits); *timeout*
+    is the clients' limit per server operation, :class:`mcpool.Client`'s."""
+    master = mcpool.Client(servers, timeout=timeout)
     pool = mcpool.ClientPool(master, threads)
     return mcpool.PoolMiddleware(count_views, pool)
 

@@ -15,20 +15,29 @@ what failover tests need.
 
 The module has no test-framework dependency; ``tests/conftest.py`` wraps it
 in pytest fixtures.
+
+On Linux a server never outlives the process that started it: the kernel
+kills it when that process ends, however it ends (``SIGKILL`` included), so a
+killed test run leaves no ``memcached`` behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import queue
 import shutil
 import signal
 import socket
 import struct
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
+from typing import Any
 
 __all__ = [
     "MemcachedNotInstalled",
@@ -93,6 +102,109 @@ def server_stats(host: str, port: int, timeout: float = 1.0) -> dict[str, str]:
     return stats
 
 
+# Servers die with the process that started them: Linux's parent-death
+# signal, set with prctl(PR_SET_PDEATHSIG, SIGKILL) in the child between fork
+# and exec. The kernel sends it when the *thread* that forked the child ends,
+# not the process, so a server must be forked by a thread that lives as long
+# as the process: the main thread, or else one long-lived spawner thread
+# (a server started from a short-lived thread would die with that thread).
+# prctl runs in a preexec_fn rather than through "setpriv --pdeathsig" so that
+# it needs no extra binary and can close a race in the same place: if the
+# parent died before prctl ran, the signal will never come, and getppid()
+# tells, so the child exits instead of starting a server nobody owns.
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # no libc with prctl: servers may outlive us
+        return None
+    return prctl
+
+
+_prctl = _load_prctl()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """The ``preexec_fn`` that makes the child die with *parent*, or ``None``
+    where that is not possible (the server then lives until stopped)."""
+    prctl = _prctl
+    if prctl is None:
+        return None
+    death_signal = ctypes.c_ulong(signal.SIGKILL)
+
+    def set_death_signal() -> None:
+        if prctl(_PR_SET_PDEATHSIG, death_signal) == 0 and os.getppid() != parent:
+            os._exit(1)  # the parent is already gone
+
+    return set_death_signal
+
+
+class _Spawn:
+    """One Popen call to be made by the spawner thread."""
+
+    def __init__(self, args: list[str], options: dict[str, Any]) -> None:
+        self.args = args
+        self.options = options
+        self.done = threading.Event()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.error: BaseException | None = None
+
+
+class _Spawner:
+    """Starts processes from the main thread, or from one daemon thread that
+    lives as long as the process, so that their parent-death signal comes
+    when the process ends and never when a short-lived thread does."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spawns: queue.SimpleQueue[_Spawn] | None = None
+        self._pid = 0
+
+    def popen(self, args: list[str], **options: Any) -> subprocess.Popen[bytes]:
+        options["preexec_fn"] = _die_with_parent(os.getpid())
+        if (
+            options["preexec_fn"] is None
+            or threading.current_thread() is threading.main_thread()
+        ):
+            return subprocess.Popen(args, **options)
+        with self._lock:
+            # A forked child has none of the parent's threads: it needs its own.
+            if self._spawns is None or self._pid != os.getpid():
+                self._spawns = queue.SimpleQueue()
+                self._pid = os.getpid()
+                threading.Thread(
+                    target=self._run,
+                    args=(self._spawns,),
+                    name="mcpool-testing-spawner",
+                    daemon=True,
+                ).start()
+            spawns = self._spawns
+        spawn = _Spawn(args, options)
+        spawns.put(spawn)
+        spawn.done.wait()
+        if spawn.error is not None:
+            raise spawn.error
+        assert spawn.process is not None
+        return spawn.process
+
+    @staticmethod
+    def _run(spawns: queue.SimpleQueue[_Spawn]) -> None:
+        while True:
+            spawn = spawns.get()
+            try:
+                spawn.process = subprocess.Popen(spawn.args, **spawn.options)
+            except BaseException as exc:  # handed to the caller, raised there
+                spawn.error = exc
+            spawn.done.set()
+
+
+_spawner = _Spawner()
+
+
 class MemcachedServer:
     """One ``memcached`` process on a loopback port, owned by this object.
 
@@ -154,7 +266,7 @@ class MemcachedServer:
             if not self._fixed_port:
                 self.port = free_port(self.host)
             env = dict(os.environ, **(self.env or {}))
-            self.process = subprocess.Popen(
+            self.process = _spawner.popen(
                 self._command(),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

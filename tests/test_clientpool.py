@@ -6,12 +6,13 @@ import json
 import queue
 import random
 import re
-import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
+from typing import Any
 
 import pylibmc
 import pytest
@@ -140,45 +141,69 @@ def test_set_behaviors_reaches_master_idle_and_in_use_clients(
         assert a.set("behaviors:k", 1) and b.get("behaviors:k") == 1
 
 
+class RecordingLine(deque[Any]):
+    """The pool's line of waiters, noting who joins it and who is served
+    from its head; the pool does both under its lock, so the notes are in
+    the order the pool acted."""
+
+    def __init__(self, joined: list[object], served: list[object]) -> None:
+        super().__init__()
+        self.joined = joined
+        self.served = served
+
+    def append(self, waiter: Any) -> None:
+        self.joined.append(waiter)
+        super().append(waiter)
+
+    def popleft(self) -> Any:
+        waiter = super().popleft()
+        self.served.append(waiter)
+        return waiter
+
+
 def test_waiters_are_served_fairly_under_contention(master: pylibmc.Client) -> None:
+    # Fairness is the pool's to decide: a returned client goes to the oldest
+    # waiter, and nobody takes one past the line. So the line itself is
+    # checked: its waiters are served in the order they joined, none left
+    # behind. (How many clients each thread gets in a given time also
+    # depends on how often the OS runs it, which no pool controls; pylibmc's
+    # Queue-based pool lets a few threads keep the clients:
+    # benchmarks/bench_pool.py measures its slowest thread at ~0.00 of the
+    # mean and its fastest at ~4x.)
     pool = ClientPool(master, 4, timeout=30)
     with pool.reserve() as mc:
         mc.set("fair:key", "x" * 100)
-    done = [0] * 16
-    stop = threading.Event()
-    start = threading.Barrier(16)
-    warm = threading.Event()
-    baseline: list[int] = []
-    total = 16 * 200
+    joined: list[object] = []
+    served: list[object] = []
+    pool._waiters = RecordingLine(joined, served)
+    errors: list[BaseException] = []
 
-    def worker(n: int) -> None:
-        start.wait()
-        while not stop.is_set():
-            with pool.reserve() as mc:
-                assert mc.get("fair:key") == "x" * 100
-            done[n] += 1
-            if not warm.is_set() and min(done) >= 5:
-                # Count from the moment every thread is in the game, so a
-                # thread the OS started late is not mistaken for a starved one.
-                baseline.extend(done)
-                warm.set()
-            if sum(done) >= total:
-                stop.set()
+    def worker() -> None:
+        try:
+            for _ in range(200):
+                with pool.reserve() as mc:
+                    assert mc.get("fair:key") == "x" * 100
+        except BaseException as exc:  # reported below
+            errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    # All four clients out, all sixteen threads in line: contention for sure.
+    held = [pool.checkout() for _ in range(4)]
+    threads = [threading.Thread(target=worker) for _ in range(16)]
     for t in threads:
         t.start()
+    _wait_until(lambda: pool.stats().waiting == 16)
+    for lease in held:
+        lease.release()
     for t in threads:
         t.join(120)
-    assert warm.is_set(), f"some thread never got a client: {done}"
-    served = [after - before for after, before in zip(done, baseline[:16], strict=True)]
-    mean = statistics.mean(served)
-    # Direct handoff serves every thread in turn: nobody starves, nobody
-    # hogs. (pylibmc's Queue-based pool lets a few threads keep the clients:
-    # benchmarks/bench_pool.py measures its slowest thread at ~0.00 of the
-    # mean and its fastest at ~4x.)
-    assert min(served) >= 0.4 * mean, served
-    assert max(served) <= 1.6 * mean, served
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert len(joined) >= 16 and len(served) == len(joined)
+    out_of_order = sum(a is not b for a, b in zip(joined, served, strict=True))
+    assert out_of_order == 0, f"{out_of_order} of {len(joined)} served out of turn"
+    stats = pool.stats()
+    assert (stats.waiting, stats.waits, stats.timeouts) == (0, len(joined), 0)
+    assert stats.reserves == 1 + 4 + 16 * 200
     assert_accounted(pool)
 
 
@@ -343,7 +368,7 @@ def test_close_disconnects_clients_and_refuses_new_reservations(
     assert (s.size, s.idle, s.in_use, s.discarded) == (0, 0, 0, 3)
 
 
-def _wait_until(condition: object, timeout: float = 5.0) -> None:
+def _wait_until(condition: object, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
         if time.monotonic() > deadline:

@@ -392,6 +392,10 @@ def test_app_serves_concurrent_requests_with_bounded_connections(
         os.environ,
         MCPOOL_SERVERS=fresh_memcached.address,
         MCPOOL_POOL_SIZE=str(deployment.pool_size),
+        # Generous limits: on a busy machine a request may wait long for a
+        # client or a reply, and neither timing out is what this test is about.
+        MCPOOL_POOL_TIMEOUT="60",
+        MCPOOL_SERVER_TIMEOUT="10",
         PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]),
         PYTHONUNBUFFERED="1",
         **deployment.env,

@@ -20,16 +20,28 @@ from mcpool import validate_key
 from mcpool.flask import MemcachePool
 from mcpool.testing import MemcachedServer
 
+# Seconds per server operation: generous, so that a busy machine never turns
+# a slow reply into ServerUnavailable in tests that are not about timeouts.
+SERVER_TIMEOUT = 10.0
+
 
 @pytest.fixture
 def flask_app(memcached: MemcachedServer) -> Iterator[Flask]:
-    app = create_app({"MCPOOL_SERVERS": memcached.address, "TESTING": True})
+    app = create_app(
+        {
+            "MCPOOL_SERVERS": memcached.address,
+            "MCPOOL_SERVER_TIMEOUT": SERVER_TIMEOUT,
+            "TESTING": True,
+        }
+    )
     yield app
     MemcachePool.get_state(app).pool.close()
 
 
 def test_werkzeug_app_counts_views_per_path(memcached: MemcachedServer) -> None:
-    app = werkzeug_app.create_app([memcached.address], threads=2)
+    app = werkzeug_app.create_app(
+        [memcached.address], threads=2, timeout=SERVER_TIMEOUT
+    )
     client = Client(app)
     page = f"/page/{uuid.uuid4().hex}"
     first = client.get(page, buffered=True)
@@ -54,7 +66,9 @@ def test_werkzeug_app_counts_views_per_path(memcached: MemcachedServer) -> None:
 def test_werkzeug_app_takes_any_path_safely(
     memcached: MemcachedServer, path: str
 ) -> None:
-    app = werkzeug_app.create_app([memcached.address], threads=1)
+    app = werkzeug_app.create_app(
+        [memcached.address], threads=1, timeout=SERVER_TIMEOUT
+    )
     client = Client(app)
     assert client.get(path, buffered=True).text.endswith(" has 1 views\n")
     assert client.get(path, buffered=True).text.endswith(" has 2 views\n")
@@ -100,7 +114,9 @@ def test_flask_app_reads_its_config_from_the_environment(
         "MCPOOL_POOL_SIZE",
         "MCPOOL_POOL_OPTIONS",
     }
-    app = create_app({"MCPOOL_POOL_TIMEOUT": 0.5})
+    app = create_app(
+        {"MCPOOL_POOL_TIMEOUT": 0.5, "MCPOOL_SERVER_TIMEOUT": SERVER_TIMEOUT}
+    )
     state = MemcachePool.get_state(app)
     try:
         assert state.servers == [memcached.address]
@@ -112,8 +128,12 @@ def test_flask_app_reads_its_config_from_the_environment(
 
 
 def test_flask_app_factory_makes_independent_apps(memcached: MemcachedServer) -> None:
-    first = create_app({"MCPOOL_SERVERS": memcached.address})
-    second = create_app({"MCPOOL_SERVERS": memcached.address})
+    config = {
+        "MCPOOL_SERVERS": memcached.address,
+        "MCPOOL_SERVER_TIMEOUT": SERVER_TIMEOUT,
+    }
+    first = create_app(config)
+    second = create_app(config)
     try:
         assert first.test_client().get("/").status_code == 200
         assert second.test_client().get("/").status_code == 200
@@ -126,7 +146,16 @@ def test_flask_app_factory_makes_independent_apps(memcached: MemcachedServer) ->
 
 
 def test_flask_app_under_a_threaded_server(memcached: MemcachedServer) -> None:
-    app = create_app({"MCPOOL_SERVERS": memcached.address, "MCPOOL_POOL_SIZE": 3})
+    app = create_app(
+        {
+            "MCPOOL_SERVERS": memcached.address,
+            "MCPOOL_POOL_SIZE": 3,
+            # Eight client threads share three clients: a request may wait
+            # for one longer than the default 2 s on a busy machine.
+            "MCPOOL_POOL_TIMEOUT": 60,
+            "MCPOOL_SERVER_TIMEOUT": SERVER_TIMEOUT,
+        }
+    )
     pool = MemcachePool.get_state(app).pool
     server = make_server("127.0.0.1", 0, app, threaded=True)
     serving = threading.Thread(target=server.serve_forever)

@@ -28,10 +28,15 @@ FLASK_VERSION = tuple(
     int(part) for part in re.findall(r"\d+", metadata.version("flask"))[:3]
 )
 
+# Seconds per server operation, unless a test sets its own: generous, so that
+# a busy machine never turns a slow reply into ServerUnavailable.
+SERVER_TIMEOUT = 10.0
+
 
 def create_app(servers: str | list[str], **config: Any) -> Flask:
     """The factory every test uses: one module-level extension, many apps."""
     app = Flask(__name__)
+    config.setdefault("MCPOOL_SERVER_TIMEOUT", SERVER_TIMEOUT)
     app.config.update(TESTING=True, MCPOOL_SERVERS=servers, **config)
     memcache.init_app(app)
 
@@ -140,7 +145,11 @@ def test_teardown_functions_registered_before_init_app_can_use_the_client(
 ) -> None:
     k = key("late-teardown")
     app = Flask(__name__)
-    app.config.update(TESTING=True, MCPOOL_SERVERS=memcached.address)
+    app.config.update(
+        TESTING=True,
+        MCPOOL_SERVERS=memcached.address,
+        MCPOOL_SERVER_TIMEOUT=SERVER_TIMEOUT,
+    )
 
     @app.teardown_appcontext
     def record(exc: BaseException | None) -> None:
@@ -400,6 +409,7 @@ def test_config_defaults_are_set_without_overriding(memcached: MemcachedServer) 
     app.config["MCPOOL_POOL_SIZE"] = "4"  # as read from the environment
     app.config["MCPOOL_BINARY"] = "false"
     app.config["MCPOOL_POOL_OPTIONS"] = '{"max_idle": 30}'
+    app.config["MCPOOL_SERVER_TIMEOUT"] = SERVER_TIMEOUT
     MemcachePool(app)
     try:
         for name, default in CONFIG_DEFAULTS.items():
@@ -409,9 +419,11 @@ def test_config_defaults_are_set_without_overriding(memcached: MemcachedServer) 
                 "MCPOOL_POOL_SIZE",
                 "MCPOOL_BINARY",
                 "MCPOOL_POOL_OPTIONS",
+                "MCPOOL_SERVER_TIMEOUT",
             }:
                 assert app.config[name] == default
         assert app.config["MCPOOL_POOL_SIZE"] == "4"
+        assert app.config["MCPOOL_SERVER_TIMEOUT"] == SERVER_TIMEOUT
         state = MemcachePool.get_state(app)
         assert isinstance(state, PoolState)
         assert state.servers == [memcached.address]
@@ -624,7 +636,7 @@ def test_thread_pool_kind_binds_the_threads_client(
 
         worker = threading.Thread(target=in_another_thread)
         worker.start()
-        worker.join(10)
+        worker.join(60)
         assert other and other[0] is not seen[1]
     finally:
         pool.close()

@@ -19,6 +19,9 @@ def test_concurrent_requests_share_a_bounded_pool(
         {
             "CACHE_MEMCACHED_SERVERS": [fresh_memcached.address],
             "CACHE_MEMCACHED_POOL_SIZE": 3,
+            # Sixteen threads share three clients: on a busy machine one may
+            # wait longer than the default 2 s; timing out is not the point.
+            "CACHE_MEMCACHED_POOL_TIMEOUT": 60,
         }
     )
     before = int(fresh_memcached.stats()["total_connections"])
@@ -93,6 +96,7 @@ def test_the_extension_reads_what_flask_caching_wrote_and_back(
         },
     )
     app.config["MCPOOL_SERVERS"] = [fresh_memcached.address]
+    app.config["MCPOOL_SERVER_TIMEOUT"] = 10.0  # generous: a busy machine is slow
     memcache = MemcachePool()
     memcache.init_app(app)
     with app.app_context():

@@ -690,7 +690,10 @@ def test_thread_mapped_pool_under_a_thread_per_request_server(
         yield mc.get(f"{prefix}:{name}").encode()
 
     wrong: list[object] = []
-    with ThreadMappedPool(master, 4, max_spare=4) as pool:
+    # A request's thread holds its client until the thread ends, which on a
+    # busy machine can be a while after the response: a request may wait
+    # longer than the default 2 s for one of the four.
+    with ThreadMappedPool(master, 4, max_spare=4, timeout=60) as pool:
         with ServerThread(PoolMiddleware(app, pool)) as server:
 
             def worker(n: int) -> None:

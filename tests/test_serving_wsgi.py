@@ -146,7 +146,11 @@ def test_each_connection_carries_one_request(serve: Any, pool: ClientPool) -> No
 def test_serves_the_flask_example_on_pooled_workers(
     serve: Any, memcached: MemcachedServer
 ) -> None:
-    app = create_app({"MCPOOL_SERVERS": memcached.address})
+    # A generous server timeout: a busy machine is slow, and this test is not
+    # about timeouts.
+    app = create_app(
+        {"MCPOOL_SERVERS": memcached.address, "MCPOOL_SERVER_TIMEOUT": 10.0}
+    )
     pool = MemcachePool.get_state(app).pool
     try:
         server = serve(app, min_workers=1, max_workers=4, min_spare_workers=0)
@@ -179,8 +183,10 @@ def test_thread_mapped_clients_stay_bound_to_pooled_workers(
         assert bindings_for_120_requests(pooled, pool) == pooled.worker_stats().started
         assert pooled.worker_stats().started <= 4
 
-    # A thread per request binds (and gives back) a client per request.
-    with ThreadMappedPool(master, max_size=8) as pool:
+    # A thread per request binds (and gives back) a client per request. A
+    # thread gives its client back when it ends, which on a busy machine can
+    # be a while after its response: a request may wait past the default 2 s.
+    with ThreadMappedPool(master, max_size=8, timeout=60) as pool:
         threaded = werkzeug.serving.make_server(
             "127.0.0.1", 0, greeting_app(pool), threaded=True
         )

@@ -202,7 +202,10 @@ def test_thread_per_request_server_reuses_connections(
             conn.request("GET", "/")
             assert conn.getresponse().read() == str(number).encode()
             conn.close()
-        wait_until(lambda: pool.stats().in_use == 0)
+            # The request's thread gives its client back when it ends, which
+            # may be after the response arrived: wait for it, so that how
+            # soon the scheduler ends a thread decides nothing below.
+            wait_until(lambda: pool.stats().in_use == 0)
         # Less the stats connection that reads the count.
         opened = int(fresh_memcached.stats()["total_connections"]) - before - 1
     finally:
@@ -210,14 +213,11 @@ def test_thread_per_request_server_reuses_connections(
         serving.join()
         server.server_close()
     assert len(threads) == 40
-    # One request at a time: a request's thread gives its client back as it
-    # ends and the next request's thread takes it. Two are alive when a
-    # thread has sent its response but not yet ended as the next request
-    # arrives.
+    # A request's thread gave its client back as it ended and the next
+    # request's thread took it: one client, one connection, for 40 threads.
     stats = pool.stats()
-    assert opened == stats.created == len({id(mc) for mc in clients})
-    assert stats.created <= 4
-    assert stats.idle <= 2
+    assert opened == stats.created == len({id(mc) for mc in clients}) == 1
+    assert (stats.idle, stats.reserves) == (1, 40)
     assert_accounted(pool)
     pool.close()
 
@@ -241,8 +241,14 @@ def test_ten_thousand_short_lived_threads_share_a_few_connections(
         except BaseException as exc:
             errors.append(exc)
 
+    stats_reads = 0
+
+    def connections() -> int:
+        nonlocal stats_reads
+        stats_reads += 1  # each read opens a connection of its own
+        return int(fresh_memcached.stats()["curr_connections"])
+
     before = int(fresh_memcached.stats()["total_connections"])
-    samples: list[int] = []
     for first in range(0, threads, batch):
         started = [
             threading.Thread(target=once, args=(number,))
@@ -257,24 +263,23 @@ def test_ten_thousand_short_lived_threads_share_a_few_connections(
         assert stats.in_use == 0
         assert stats.idle == stats.size <= max_spare
         if first % (batch * 10) == 0:
-            samples.append(int(fresh_memcached.stats()["curr_connections"]))
+            # The clients beyond max_spare were closed: the server sees them
+            # go (when it gets to it), leaving the spares and the connection
+            # that asks.
+            wait_until(lambda: connections() <= max_spare + 1)
     assert errors == []
-    # The server's count includes the stats connection that reads it, and
-    # clients just closed whose end it has not processed yet (one batch's
-    # worth at most).
-    assert max(samples) <= max_spare + 1 + batch, samples
     stats = pool.stats()
     assert stats.reserves == threads
     assert stats.in_use == 0 and stats.idle <= max_spare
     assert stats.idle + stats.in_use == stats.created - stats.discarded
-    # Each client opened one connection; every sample opened one more.
+    # Each client opened one connection; every stats read opened one more.
     after = int(fresh_memcached.stats()["total_connections"])
-    assert after - before - len(samples) - 1 == stats.created
-    wait_until(
-        lambda: int(fresh_memcached.stats()["curr_connections"]) <= max_spare + 1
-    )
-    # Far fewer clients than threads: they were reused.
-    assert stats.created <= threads // 4
+    assert after - before - stats_reads - 1 == stats.created
+    # Clients were reused: each batch after the first found the max_spare
+    # clients the one before left. (How many more it needed depends on how
+    # many of its threads overlapped, which is up to the scheduler.)
+    batches = threads // batch
+    assert stats.created <= batch + (batches - 1) * (batch - max_spare)
     pool.close()
 
 
@@ -673,7 +678,10 @@ def test_flask_extension_serves_requests_from_a_thread_mapped_pool(
     memcache = MemcachePool()
     app = Flask(__name__)
     app.config.update(
-        MCPOOL_SERVERS=[memcached.address], MCPOOL_POOL="thread", MCPOOL_POOL_SIZE=2
+        MCPOOL_SERVERS=[memcached.address],
+        MCPOOL_POOL="thread",
+        MCPOOL_POOL_SIZE=2,
+        MCPOOL_SERVER_TIMEOUT=10.0,  # generous: a busy machine is slow
     )
     memcache.init_app(app)
 
@@ -731,10 +739,18 @@ def work(tag, rounds):
         except Exception as exc:
             errors.append(repr(exc))
 
-def in_new_threads(tag, count, rounds):
+def in_new_threads(tag, count, rounds, together=False):
+    # together: every thread binds a client, then waits for the others to
+    # have theirs, so that count clients are bound at once; without it a
+    # thread may start after another ended and reuse its client.
+    all_bound = threading.Barrier(count) if together else None
+    def run(thread_tag):
+        if all_bound is not None:
+            with pool.reserve():
+                all_bound.wait(60)
+        work(thread_tag, rounds)
     threads = [
-        threading.Thread(target=work, args=(f"{tag}-t{n}", rounds))
-        for n in range(count)
+        threading.Thread(target=run, args=(f"{tag}-t{n}",)) for n in range(count)
     ]
     for thread in threads:
         thread.start()
@@ -763,7 +779,7 @@ for thread in long_lived_threads:
     thread.start()
 for event in parked:
     event.wait()
-in_new_threads("parent-early", 2, 10)
+in_new_threads("parent-early", 2, 10, together=True)
 with pool.reserve() as parent_client:
     pass
 parents_clients += [parent_client] + [entry.item for entry in pool._idle]
