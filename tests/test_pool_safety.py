@@ -523,3 +523,13 @@ def test_asynchronous_exceptions_at_random_points_in_threads_lose_nothing(
     assert not any(thread.is_alive() for thread in threads)
     assert overlaps == []
     assert_whole(pool)
+
+
+def test_the_guides_dropped_lease_example() -> None:
+    # docs/generic-pool.rst, "Faults, and reservations dropped unreleased"
+    pool = make_pool(2)
+    lease = pool.checkout()
+    del lease
+    with pytest.warns(ResourceWarning, match="test_pool_safety.py"):
+        assert pool.stats().recovered == 1
+    assert_whole(pool)
