@@ -533,3 +533,27 @@ def test_the_guides_dropped_lease_example() -> None:
     with pytest.warns(ResourceWarning, match="test_pool_safety.py"):
         assert pool.stats().recovered == 1
     assert_whole(pool)
+
+
+def test_a_middleware_response_dropped_unclosed_gives_its_client_back(
+    master: Any,
+) -> None:
+    # A WSGI server that never calls close() on the response breaks PEP 3333;
+    # the pool must still get its client back once the response is gone.
+    from mcpool import ClientPool, PoolMiddleware
+
+    pool = ClientPool(master, 1, timeout=GENEROUS)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ["mcpool.client"].set("dropped:k", "v")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    wrapped = PoolMiddleware(app, pool)
+    body = wrapped({"REQUEST_METHOD": "GET"}, lambda status, headers: None)
+    assert b"".join(body) == b"ok"
+    assert pool.stats().in_use == 1
+    del body  # never closed
+    with pytest.warns(ResourceWarning):
+        assert pool.stats().in_use == 0
+    assert_whole(pool)
