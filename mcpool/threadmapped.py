@@ -195,6 +195,8 @@ class ThreadBinding(Reservation[Any]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self.depth <= 0:
+            return  # a second exit of a block that already ended
         self.depth -= 1
         if exc is not None or self.then:
             self._leave(exc, discard=False)

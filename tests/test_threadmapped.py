@@ -1109,3 +1109,23 @@ def test_dict_methods_that_would_share_or_forge_clients_raise(
     assert advice in str(info.value)
     assert threading.get_ident() in pool
     assert_accounted(pool)
+
+
+def test_a_second_exit_of_a_binding_cannot_free_the_client_of_a_later_block(
+    master: pylibmc.Client,
+) -> None:
+    pool = ThreadMappedPool(master)
+    reservation = pool.reserve()
+    with reservation:
+        pass
+    reservation.__exit__(None, None, None)  # a double cleanup
+    with pool.reserve() as mc:
+        pool.relinquish()  # takes effect when this block ends, not before
+
+        def reserve_elsewhere() -> Any:
+            with pool.reserve() as other:
+                return other
+
+        assert in_thread(reserve_elsewhere) is not mc
+        assert mc.set("binding:k", "v")
+    assert pool.stats().in_use == 0
