@@ -113,13 +113,13 @@ def main() -> int:
         master = Client([memcached.address], timeout=args.server_timeout)
         pool = ClientPool(master, args.size, timeout=5.0, name="demo")
         server = make_server("127.0.0.1", 0, make_app(pool), threaded=True)
-        host, port = server.server_address[:2]
+        host, port = str(server.server_address[0]), int(server.server_address[1])
         serving = threading.Thread(target=server.serve_forever, daemon=True)
         serving.start()
         print(f"app on http://{host}:{port}/ with a pool of {args.size} clients")
         print(f"{args.threads} client threads send {args.requests} requests ...")
         started = time.perf_counter()
-        latencies, errors = drive(str(host), int(port), args.threads, args.requests)
+        latencies, errors = drive(host, port, args.threads, args.requests)
         elapsed = time.perf_counter() - started
         server.shutdown()
         server.server_close()

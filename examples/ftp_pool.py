@@ -55,7 +55,7 @@ USER, PASSWORD = "reader", "secret"
 # -- the server side: pyftpdlib with a per-user session limit ---------------
 
 
-class LimitedFTPHandler(FTPHandler):
+class LimitedFTPHandler(FTPHandler):  # type: ignore[misc]
     """Refuses a login while the user already holds *max_sessions_per_user*.
 
     pyftpdlib runs every handler in its one I/O thread, so the shared counter

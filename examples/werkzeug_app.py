@@ -43,7 +43,7 @@ def page_key(path: str) -> str:
     return mcpool.safe_key(path, prefix="pageviews:")
 
 
-@Request.application  # type: ignore[arg-type]
+@Request.application  # type: ignore[arg-type,unused-ignore]
 def count_views(request: Request) -> Response:
     if request.path == "/favicon.ico":
         return Response(status=404)

@@ -98,12 +98,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.get("/stream")
     def stream() -> Response:
-        @stream_with_context
         def body() -> Iterator[str]:
             for n in range(3):
                 yield f"{n}: {memcache.client.get(GREETING_KEY)}\n"
 
-        return Response(body(), mimetype="text/plain")
+        return Response(stream_with_context(body()), mimetype="text/plain")
 
     @app.get("/health")
     def health() -> str:
