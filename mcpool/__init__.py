@@ -19,8 +19,9 @@ from .errors import (
     ValueTooLarge,
 )
 from .keys import safe_key, validate_key
+from .lease import Lease
 from .middleware import PoolMiddleware, RequestClient
-from .pool import Lease, Pool, Reservation
+from .pool import Pool, Reservation
 from .stats import PoolStats
 from .threadmapped import (
     GreenThreadsWarning,

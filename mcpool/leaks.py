@@ -13,18 +13,15 @@ off, the pool holds a :class:`NoLeakDetector`, whose methods do nothing.
 
 from __future__ import annotations
 
-import linecache
 import logging
 import os
 import sys
 import threading
 import traceback
-import warnings
 from collections.abc import Callable
-from types import CodeType
 from typing import Any, Protocol
 
-__all__ = ["LeakDetector", "NoLeakDetector", "report_recovered"]
+__all__ = ["LeakDetector", "NoLeakDetector"]
 
 logger = logging.getLogger("mcpool")
 
@@ -41,61 +38,6 @@ def format_stack(frames: list[tuple[str, int, str]]) -> str:
         [(filename, lineno, name, None) for filename, lineno, name in frames]
     )
     return "".join(summary.format())
-
-
-def _line_of(code: CodeType, offset: int) -> int | None:
-    for start, end, line in code.co_lines():
-        if start <= offset < end:
-            return line
-    return None
-
-
-def describe_site(site: tuple[Any, int] | None) -> str:
-    """``file:line in function`` for a (code, bytecode offset) pair."""
-    if site is None:
-        return "an unknown place"
-    code, offset = site
-    where = f"{code.co_filename}:{_line_of(code, offset)} in {code.co_name}"
-    source = linecache.getline(code.co_filename, _line_of(code, offset) or 0).strip()
-    return f"{where}: {source}" if source else where
-
-
-def report_recovered(
-    pool_name: str,
-    site: tuple[Any, int] | None,
-    stack: list[tuple[str, int, str]] | None,
-    still_used: bool,
-) -> None:
-    """Log, and warn with :class:`ResourceWarning`, of an item whose
-    reservation was dropped without being released.
-
-    *site* is the reserving call where the pool recorded it (leases, and
-    reservations that had to wait or be vetted); *stack* the leak detector's
-    record, where one is on.
-    """
-    fate = (
-        "it is still referenced elsewhere, so the pool forgets it without closing it"
-        if still_used
-        else "the pool closed it"
-    )
-    if site is not None:
-        where = describe_site(site)
-    elif stack:
-        filename, lineno, name = stack[-1]
-        where = f"{filename}:{lineno} in {name}"
-    else:
-        where = (
-            "an unknown place (a pool made with leak_timeout= records where "
-            "each item is reserved)"
-        )
-    message = (
-        f"{pool_name}: an item reserved at {where} was dropped "
-        f"without being released; its slot is free again and {fate}. Use "
-        "'with pool.reserve() as item:' or release every lease in a finally "
-        "block"
-    )
-    logger.warning("%s", message)
-    warnings.warn(message, ResourceWarning, stacklevel=2)
 
 
 class _Held(Protocol):

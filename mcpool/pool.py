@@ -42,7 +42,6 @@ held in a ``with`` block.
 from __future__ import annotations
 
 import logging
-import numbers
 import random
 import sys
 import threading
@@ -54,13 +53,13 @@ from typing import Any, Generic, TypeVar
 
 from .errors import PoolClosed, PoolTimeout
 from .fork import abandon, new_fork_marker, reset_lock, watch_for_forks
-from .leaks import LeakDetector, NoLeakDetector, report_recovered
+from .leaks import LeakDetector, NoLeakDetector
+from .lease import Lease
+from .limits import wait_seconds, whole_number
+from .recovery import holder_dropped, item_referenced_elsewhere, report_recovered
 from .stats import PoolStats
 
-__all__ = ["Lease", "Pool", "Reservation"]
-
-# Set once both classes exist: see _calibrate.
-_ONLY_THE_SLOTS = 0
+__all__ = ["Pool", "Reservation"]
 
 T = TypeVar("T")
 
@@ -88,54 +87,8 @@ _GRANT = object()
 _CLOSED = object()
 
 
-def wait_seconds(timeout: object, what: str = "timeout") -> float | None:
-    """Validate a timeout; ``None`` means wait forever.
-
-    ``math.inf``, and any value too large for the platform's locks, waits
-    forever; ``nan``, negative and non-number values are refused.
-    """
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-        raise TypeError(
-            f"{what} must be a number of seconds (math.inf waits forever), "
-            f"got {timeout!r}"
-        )
-    seconds = float(timeout)
-    if not seconds >= 0:  # also catches nan
-        raise ValueError(
-            f"{what} must be a number of seconds >= 0 (math.inf waits "
-            f"forever), got {timeout!r}"
-        )
-    return None if seconds > threading.TIMEOUT_MAX else seconds
-
-
-def whole_number(value: object, what: str) -> int:
-    """Validate a size: an ``int`` (not a ``bool``) >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{what} must be >= 0, got {value}")
-    return value
-
-
 def _discard_always(exc: BaseException) -> bool:
     return True
-
-
-def _holder_refs(slot: _Slot) -> int:
-    return sys.getrefcount(slot.holder)
-
-
-def _item_refs(slot: _Slot) -> int:
-    return sys.getrefcount(slot.item)
-
-
-def _held(slot: _Slot) -> bool:
-    """Whether anyone but *slot* refers to the reservation holding it."""
-    return slot.holder is not None and _holder_refs(slot) > _ONLY_THE_SLOTS
-
-
-def _referenced_elsewhere(slot: _Slot) -> bool:
-    return _item_refs(slot) > _ONLY_THE_SLOTS
 
 
 class _Slot:
@@ -169,16 +122,6 @@ class _Slot:
         self.reserved_at = 0.0
         self.reserved_by = ""
         self.reserved_stack: list[tuple[str, int, str]] | None = None
-
-
-def _calibrate() -> int:
-    """What the reference counters read for an object only a slot refers to
-    (what the interpreter's own calls add varies between versions)."""
-    probe = _Slot(0)
-    probe.holder = probe.item = _new(Reservation)
-    counts = {_holder_refs(probe) - 1, _item_refs(probe) - 1}
-    assert len(counts) == 1, counts
-    return counts.pop()
 
 
 class _Waiter:
@@ -942,7 +885,7 @@ class Pool(Generic[T]):
             if slot.holder is None:
                 if slot in self._idle:
                     continue
-            elif _held(slot):  # (no local may refer to the holder here)
+            elif not holder_dropped(slot):  # (no local may refer to the holder)
                 continue
             else:  # only the slot refers to it, so nobody can change it
                 holder = slot.holder
@@ -968,7 +911,7 @@ class Pool(Generic[T]):
             self._leaks.on_give(slot)
             # Somebody still has the item: closing it under them would break
             # their request, so the pool only forgets it.
-            if _referenced_elsewhere(slot):
+            if item_referenced_elsewhere(slot):
                 still_used.append(slot)
         self._close_items([slot for slot in lost if slot not in still_used])
         for slot in lost:
@@ -1112,67 +1055,3 @@ class Pool(Generic[T]):
             f"{holders}; raise max_size, hold items for less time, or pass a "
             "longer timeout"
         )
-
-
-class Lease(Generic[T]):
-    """An item taken by :meth:`Pool.checkout`, released by hand.
-
-    :meth:`release` is idempotent: the first call returns the item, later
-    calls do nothing, so every cleanup path may call it. A lease dropped
-    unreleased is noticed by the pool, which frees the item's slot and
-    warns, naming the line of the :meth:`~Pool.checkout`.
-    """
-
-    __slots__ = ("_entry", "__weakref__")
-
-    def __init__(self, entry: Reservation[T]) -> None:
-        self._entry: Reservation[T] | None = entry
-
-    @property
-    def item(self) -> T:
-        """The reserved item.
-
-        :raises RuntimeError: after :meth:`release`.
-        """
-        entry = self._entry
-        if entry is None:
-            raise RuntimeError("the lease was released; check out a new one")
-        return entry.item
-
-    @property
-    def released(self) -> bool:
-        """True once :meth:`release` was called."""
-        return self._entry is None
-
-    def release(self, discard: bool = False, exc: BaseException | None = None) -> None:
-        """Return the item to the pool, once.
-
-        :param discard: close the item instead of returning it.
-        :param exc: an exception raised while the item was in use; the pool's
-            *discard_on* decides whether it means the item is broken.
-        """
-        entry = self._entry
-        if entry is None:
-            return
-        self._entry = None
-        if not discard:
-            # The reservation's own return path, with its inlined common case.
-            entry.__exit__(None, exc, None)
-            return
-        pool = entry._pool
-        if pool is not None:
-            pool._release(entry, exc, discard=True)
-
-    def __enter__(self) -> T:
-        return self.item
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release(exc=exc)
-
-
-_ONLY_THE_SLOTS = _calibrate()

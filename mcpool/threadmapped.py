@@ -39,7 +39,8 @@ from typing import Any, NoReturn, cast
 from .clientpool import ClientPool, is_fatal_error
 from .errors import PoolClosed
 from .fork import abandon, new_fork_marker
-from .pool import Lease, Pool, Reservation
+from .lease import Lease
+from .pool import Pool, Reservation
 
 __all__ = ["GreenThreadsWarning", "ThreadBinding", "ThreadLease", "ThreadMappedPool"]
 
