@@ -20,7 +20,7 @@ except ImportError as exc:
         "'pip install mcpool[pylibmc]' (pylibmc: wheels for CPython 3.10-3.11; "
         "elsewhere pip builds it from source, which needs libmemcached's and "
         "zlib's headers, e.g. apt-get install libmemcached-dev zlib1g-dev) or "
-        "'pip install mcpool[pylibmc2]' (pylibmc2: wheels for CPython 3.11-3.14). "
+        "'pip install mcpool[pylibmc2]' (pylibmc2: wheels for CPython 3.10-3.14). "
         "Never both: they install the same files.",
         name="pylibmc",
     ) from exc

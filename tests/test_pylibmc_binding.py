@@ -27,4 +27,4 @@ def test_missing_pylibmc_names_both_extras() -> None:
     assert "pip install mcpool[pylibmc]" in last_line
     assert "libmemcached-dev zlib1g-dev" in last_line
     assert "pip install mcpool[pylibmc2]" in last_line
-    assert "CPython 3.11-3.14" in last_line
+    assert "CPython 3.10-3.14" in last_line
