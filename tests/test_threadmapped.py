@@ -731,10 +731,19 @@ def work(tag, rounds):
         except Exception as exc:
             errors.append(repr(exc))
 
-def in_new_threads(tag, count, rounds):
+def in_new_threads(tag, count, rounds, overlapping=False):
+    # overlapping: every thread binds a client before any goes on, so the
+    # pool has made one per thread; else a thread that ends early may hand
+    # its client to the next and fewer are made.
+    bound = threading.Barrier(count)
+    def run(name):
+        if overlapping:
+            with pool.reserve():
+                pass
+            bound.wait()
+        work(name, rounds)
     threads = [
-        threading.Thread(target=work, args=(f"{tag}-t{n}", rounds))
-        for n in range(count)
+        threading.Thread(target=run, args=(f"{tag}-t{n}",)) for n in range(count)
     ]
     for thread in threads:
         thread.start()
@@ -763,7 +772,7 @@ for thread in long_lived_threads:
     thread.start()
 for event in parked:
     event.wait()
-in_new_threads("parent-early", 2, 10)
+in_new_threads("parent-early", 2, 10, overlapping=True)
 with pool.reserve() as parent_client:
     pass
 parents_clients += [parent_client] + [entry.item for entry in pool._idle]
