@@ -8,6 +8,23 @@
 
 from __future__ import annotations
 
+# Every mcpool module runs this first, so a missing binding is reported here,
+# once, with what to install. Two distributions provide the module pylibmc
+# (pylibmc and its fork pylibmc2), so mcpool depends on neither by default.
+try:
+    import pylibmc  # noqa: F401
+except ImportError as exc:
+    raise ImportError(
+        f"mcpool needs the module pylibmc, which could not be imported ({exc}). "
+        "Install one of the two distributions that provide it: "
+        "'pip install mcpool[pylibmc]' (pylibmc: wheels for CPython 3.10-3.11; "
+        "elsewhere pip builds it from source, which needs libmemcached's and "
+        "zlib's headers, e.g. apt-get install libmemcached-dev zlib1g-dev) or "
+        "'pip install mcpool[pylibmc2]' (pylibmc2: wheels for CPython 3.10-3.14). "
+        "Never both: they install the same files.",
+        name="pylibmc",
+    ) from exc
+
 from .client import Client
 from .clientpool import ClientPool, is_fatal_error
 from .errors import (
