@@ -587,17 +587,19 @@ class Pool(Generic[T]):
                     # The pool ran out: first make sure that no holder lost
                     # its item (a scan of max_size slots).
                     lost = self._find_lost()
-                    if lost:
-                        pass
-                    elif block and (deadline is None or time.monotonic() < deadline):
+                    if not lost:
+                        if not block or (
+                            deadline is not None and time.monotonic() >= deadline
+                        ):
+                            self._timeouts += 1
+                            raise PoolTimeout(
+                                self._timeout_message(seconds or 0.0, block)
+                            )
                         waiter = _Waiter(reservation)
                         self._waiters.append(waiter)
                         # A lock-free return may have come between the test
                         # of _idle above and this line.
                         self._serve_from_idle()
-                    else:
-                        self._timeouts += 1
-                        raise PoolTimeout(self._timeout_message(seconds or 0.0, block))
             if lost:
                 self._report_lost(lost)
                 continue  # their capacity is free again
