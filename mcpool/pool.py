@@ -584,9 +584,12 @@ class Pool(Generic[T]):
                     self._hold(self._new_slot(), reservation)
                     fresh = True
                 else:
-                    # The pool ran out: first make sure that no holder lost
-                    # its item (a scan of max_size slots).
-                    lost = self._find_lost()
+                    # The pool ran out: the first in line makes sure that no
+                    # holder lost its item (a scan of max_size slots); those
+                    # behind it rely on the waiters' scans every second,
+                    # which keeps the scan off the lock under contention.
+                    if not self._waiters:
+                        lost = self._find_lost()
                     if not lost:
                         if not block or (
                             deadline is not None and time.monotonic() >= deadline
