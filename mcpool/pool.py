@@ -687,23 +687,13 @@ class Pool(Generic[T]):
         return result is _GRANT
 
     def _leave_line(self, waiter: _Waiter) -> None:
-        """A waiter left by an exception: out of line, and its slot back."""
-        reservation = waiter.reservation
+        """A waiter left by an exception: out of line. What it was handed
+        meanwhile goes back in :meth:`_enter_failed`, on the way out."""
         with self._lock:
             try:
                 self._waiters.remove(waiter)
             except ValueError:
                 pass  # served, or woken by close()
-            slot = reservation._slot
-            if slot is None:
-                return
-            reservation._slot = None
-            slot.holder = None
-            if slot.item is _PENDING:
-                self._slots.discard(slot)
-                self._grant_free_slots()
-            else:
-                self._hand_over(slot)
 
     def _make(self, slot: _Slot) -> None:
         """Make the item of a slot counted but still empty."""
