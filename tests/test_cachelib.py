@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pylibmc
@@ -325,3 +328,71 @@ def test_views_answer_while_the_server_is_down(
         else:
             with pytest.raises(RuntimeError, match="Failed to delete keys"):
                 cache.delete_many("a", "b")
+
+
+# -- docs/flask-caching.rst ------------------------------------------------
+
+DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "flask-caching.rst"
+CODE_BLOCK = re.compile(r"^\.\. code-block:: python\n\n((?:    .*\n|\n)+)", re.M)
+
+
+def docs_snippets() -> list[str]:
+    return [
+        textwrap.dedent(block) for block in CODE_BLOCK.findall(DOCS_PAGE.read_text())
+    ]
+
+
+def run_snippet(code: str, server: MemcachedServer) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": "docs_snippet"}
+    exec(code.replace("127.0.0.1:11211", server.address), namespace)
+    return namespace
+
+
+def test_docs_snippets_are_the_ones_tested() -> None:
+    assert len(docs_snippets()) == 3
+
+
+def test_docs_flask_caching_snippet(fresh_memcached: MemcachedServer) -> None:
+    snippet = run_snippet(docs_snippets()[0], fresh_memcached)
+    app, cache = snippet["app"], snippet["cache"]
+    response = app.test_client().get("/square/7")
+    assert (response.status_code, response.get_data(as_text=True)) == (200, "49")
+    backend = app.extensions["cache"][cache]
+    assert backend.key_prefix == "myapp:" and backend.pool.max_size == 8
+
+
+def test_docs_extension_snippet(fresh_memcached: MemcachedServer) -> None:
+    snippet = run_snippet(docs_snippets()[1], fresh_memcached)
+    app = snippet["create_app"]()
+    cache, memcache = snippet["cache"], snippet["memcache"]
+    assert app.extensions["cache"][cache].pool is memcache.get_state(app).pool
+    with app.app_context():
+        assert cache.set("k", "v")
+        assert memcache.client.get("myapp:k") == "v"
+
+
+def test_docs_without_flask_snippet(fresh_memcached: MemcachedServer) -> None:
+    run_snippet(docs_snippets()[2], fresh_memcached)
+
+
+def test_docs_values_written_before_the_switch_are_read_and_back(
+    fresh_memcached: MemcachedServer,
+) -> None:
+    def app_with(cache_type: str) -> tuple[Flask, Cache]:
+        app = Flask(__name__)
+        app.config.update(
+            CACHE_TYPE=cache_type,
+            CACHE_MEMCACHED_SERVERS=[fresh_memcached.address],
+            CACHE_KEY_PREFIX="myapp:",
+        )
+        return app, Cache(app)
+
+    old_app, old = app_with("MemcachedCache")
+    new_app, new = app_with("mcpool.cachelib.MemcachedCache")
+    with old_app.app_context():
+        assert old.set("user:42", {"name": "ann"}, timeout=300)
+    with new_app.app_context():
+        assert new.get("user:42") == {"name": "ann"}
+        assert new.set("user:43", ["bob"], timeout=300)
+    with old_app.app_context():
+        assert old.get("user:43") == ["bob"]
