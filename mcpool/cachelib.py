@@ -366,6 +366,11 @@ class MemcachedCache(_Base):
                 if config.get(key) is not None:
                     kwargs.setdefault(option, config[key])
         kwargs["key_prefix"] = config.get("CACHE_KEY_PREFIX")
+        # Flask-Caching 2.5 passes CACHE_IGNORE_ERRORS in kwargs; before
+        # that each backend read it from the config.
+        kwargs.setdefault(
+            "ignore_delete_many_errors", bool(config.get("CACHE_IGNORE_ERRORS"))
+        )
         return cls(*args, **kwargs)
 
     def _check_connection(self) -> None:
