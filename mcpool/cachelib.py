@@ -253,7 +253,9 @@ class MemcachedCache(_Base):
         if isinstance(servers, (ClientPool, ThreadMappedPool)):
             pool: Any = servers
         elif isinstance(servers, pylibmc.Client):
-            pool = ClientPool(servers, pool_size, timeout=pool_timeout)
+            pool = ClientPool(
+                servers, pool_size, timeout=pool_timeout, name="mcpool.cachelib"
+            )
         elif servers is None or isinstance(servers, (str, list, tuple)):
             client_behaviors = dict(behaviors or {})
             # Let dec() and the counters memcached's incr cannot handle use
