@@ -210,7 +210,9 @@ class MemcachedCache(_Base):
     part, ``~`` and a digest), so it never lands on another key's value.
 
     Expiry: timeouts up to 30 days are sent as seconds, longer ones as the
-    Unix time they end at (which memcached needs), as cachelib does.
+    Unix time they end at, since memcached reads more than 30 days of
+    seconds as a Unix time. (cachelib sends every timeout as a Unix time,
+    which a clock difference between client and server shifts.)
 
     :attr:`pool` is the pool; ``_client`` (where cachelib keeps its client)
     is an object with the client's methods, each call reserving a client.

@@ -17,7 +17,7 @@ from flask_caching import Cache
 
 from mcpool import Client, ClientPool, ThreadMappedPool, safe_key
 from mcpool.cachelib import MemcachedCache
-from mcpool.flask import MemcachePool
+from mcpool.flask import CONFIG_DEFAULTS, MemcachePool
 from mcpool.testing import MemcachedServer
 
 # Generous: a loaded machine is slow, and timing out is not what is tested.
@@ -156,7 +156,9 @@ def test_the_client_attribute_has_only_real_methods(cache: MemcachedCache) -> No
 def test_a_down_server_is_a_miss_for_reads_and_false_for_writes(
     fresh_memcached: MemcachedServer,
 ) -> None:
-    cache = MemcachedCache([fresh_memcached.address], ignore_delete_many_errors=True)
+    cache = MemcachedCache(
+        [fresh_memcached.address], ignore_delete_many_errors=True, **SLOW_OK
+    )
     assert cache.set("k", 1)
     fresh_memcached.stop()
     assert cache.get("k") is None
@@ -176,7 +178,9 @@ def test_a_down_server_is_a_miss_for_reads_and_false_for_writes(
 def test_delete_many_on_a_down_server_raises_unless_errors_are_ignored(
     fresh_memcached: MemcachedServer,
 ) -> None:
-    cache = MemcachedCache([fresh_memcached.address], ignore_delete_many_errors=False)
+    cache = MemcachedCache(
+        [fresh_memcached.address], ignore_delete_many_errors=False, **SLOW_OK
+    )
     fresh_memcached.stop()
     with pytest.raises(RuntimeError, match=r"Failed to delete keys: \['k'\]"):
         cache.delete_many("k")
@@ -309,6 +313,7 @@ def test_views_answer_while_the_server_is_down(
         {
             "CACHE_MEMCACHED_SERVERS": [fresh_memcached.address],
             "CACHE_IGNORE_ERRORS": ignore_errors,
+            "CACHE_OPTIONS": SLOW_OK,
         }
     )
     app.debug = True  # Flask-Caching re-raises backend errors in debug mode
@@ -340,6 +345,17 @@ def docs_snippets() -> list[str]:
     return [
         textwrap.dedent(block) for block in CODE_BLOCK.findall(DOCS_PAGE.read_text())
     ]
+
+
+@pytest.fixture(autouse=True)
+def patient_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generous default timeouts, for the snippets that use the defaults: a
+    healthy server on a loaded machine may take longer than 0.25 s."""
+    monkeypatch.setitem(CONFIG_DEFAULTS, "MCPOOL_SERVER_TIMEOUT", 10.0)
+    defaults = MemcachedCache.__init__.__kwdefaults__
+    assert defaults is not None
+    monkeypatch.setitem(defaults, "server_timeout", 10.0)
+    monkeypatch.setitem(defaults, "pool_timeout", 60.0)
 
 
 def run_snippet(code: str, server: MemcachedServer) -> dict[str, Any]:
