@@ -92,7 +92,13 @@ def test_timeouts_follow_cachelib(memcached: MemcachedServer) -> None:
 # -- counters --------------------------------------------------------------
 
 
-def test_counters_are_atomic_both_ways_and_below_zero(cache: MemcachedCache) -> None:
+@pytest.mark.parametrize("binary", [False, True])
+def test_counters_are_atomic_both_ways_and_below_zero(
+    memcached: MemcachedServer, binary: bool
+) -> None:
+    cache = MemcachedCache(
+        [memcached.address], key_prefix=f"count-{binary}:", binary=binary, **SLOW_OK
+    )
     cache.delete("hits")
     cache.delete("debt")
     start = threading.Barrier(8)
@@ -109,6 +115,22 @@ def test_counters_are_atomic_both_ways_and_below_zero(cache: MemcachedCache) -> 
     assert cache.get("debt") == -400
     assert cache.inc("debt", 401) == 1
     assert cache.inc("hits", 2**40) == 2**40 + 200
+    cache.pool.close()
+
+
+def test_counters_without_compare_and_swap_still_count(
+    memcached: MemcachedServer,
+) -> None:
+    # A pool of clients without the cas behaviour (the Flask extension's,
+    # by default): dec falls back to cachelib's read and write.
+    pool = ClientPool(Client([memcached.address], timeout=10.0), 2)
+    cache = MemcachedCache(pool, key_prefix="nocas:")
+    cache.delete("n")
+    assert cache.dec("n", 3) == -3
+    assert cache.inc("n", 5) == 2
+    assert cache.dec("n", 2) == 0
+    assert cache.get("n") == 0
+    pool.close()
 
 
 def test_inc_of_a_value_that_is_no_integer_says_so(cache: MemcachedCache) -> None:

@@ -79,7 +79,9 @@ else:
 
     # cachelib's fixtures, but the ones replaced below.
     globals().update(
-        fixtures_of(_loaded["conftest"], ["memcached_server", "redis_server"])
+        fixtures_of(
+            _loaded["conftest"], ["memcached_server", "redis_server", "valkey_server"]
+        )
     )
     globals().update(fixtures_of(_tests, ["memcache_client_lib"]))
     # cachelib's test classes, collected here.
