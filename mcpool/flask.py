@@ -221,7 +221,9 @@ class MemcachePool:
 
         :raises ValueError: a config value is malformed; the message names
             the key.
-        :raises RuntimeError: ``init_app`` was already called for *app*.
+        :raises RuntimeError: ``init_app`` was already called for *app*, or
+            Flask-Caching's :class:`mcpool.cachelib.MemcachedCache` was set
+            up for *app* before it (and made a pool of its own).
 
         >>> def create_app():  # doctest: +SKIP
         ...     app = Flask(__name__)
@@ -233,6 +235,13 @@ class MemcachePool:
             raise RuntimeError(
                 f"mcpool is already set up for the app {app.name!r}; call "
                 "init_app once per app"
+            )
+        if app.extensions.get("mcpool.cachelib"):
+            raise RuntimeError(
+                f"Flask-Caching's mcpool.cachelib.MemcachedCache was set up for the "
+                f"app {app.name!r} before MemcachePool, and made a pool of its own: "
+                "call memcache.init_app(app) before Cache(app) (or "
+                "cache.init_app(app)), and the cache uses the extension's pool"
             )
         for name, value in CONFIG_DEFAULTS.items():
             # Copies, so that no app can change another's defaults in place.
