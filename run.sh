@@ -145,8 +145,9 @@ run_checks() {
     echo "== ruff"
     "$py" -m ruff check .
     "$py" -m ruff format --check .
-    echo "== mypy --strict mcpool/ examples/"
-    "$py" -m mypy --strict mcpool/ examples/
+    echo "== mypy --strict mcpool/ examples/ tests/typing/"
+    # tests/typing/usage.py: what applications see of mcpool's types.
+    "$py" -m mypy --strict mcpool/ examples/ tests/typing/
     echo "== sphinx (warnings are errors)"
     "$py" -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
 }

@@ -31,7 +31,7 @@ from mcpool.client import DEFAULT_TIMEOUT
 from mcpool.testing import MemcachedServer
 
 
-def make_app(pool: ClientPool) -> Any:
+def make_app(pool: ClientPool[Client]) -> Any:
     """A page counter on the middleware: each request bumps and reads a count.
 
     The request's client is reserved on its first use and goes back to the

@@ -43,7 +43,7 @@ class PooledClient:
     the pool's *timeout* when every client is busy.
     """
 
-    def __init__(self, pool: ClientPool) -> None:
+    def __init__(self, pool: ClientPool[pylibmc.Client]) -> None:
         self.pool = pool
 
     def __getattr__(self, name: str) -> Callable[..., Any]:

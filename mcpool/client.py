@@ -225,7 +225,7 @@ def _as_bytes(key: str | bytes) -> bytes:
     return key.encode("utf-8") if isinstance(key, str) else key
 
 
-class Client(pylibmc.Client):  # type: ignore[misc]
+class Client(pylibmc.Client):
     """A :class:`pylibmc.Client` with key validation and failover defaults.
 
     :param servers: ``"host:port"`` strings, as for pylibmc (``"[::1]:11211"``,
@@ -350,7 +350,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         """
         key = wire_key(key, self._namespace_length)
         try:
-            return super().gets(key)  # type: ignore[no-any-return]
+            return super().gets(key)
         except pylibmc.Error as exc:
             if is_unavailable(exc):
                 return None, None
