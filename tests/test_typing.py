@@ -62,3 +62,24 @@ def test_wrong_uses_are_errors(tmp_path: Path) -> None:
         )
     }
     assert reported == expected, result.stdout + result.stderr
+
+
+def test_install_guide_typing_example(tmp_path: Path) -> None:
+    # The docs' example type-checks as its comments say: the one misspelt
+    # method is the one error.
+    text = (ROOT / "docs" / "install.rst").read_text()
+    section = text[text.index("Type checking\n") :]
+    block = re.search(r"\.\. code-block:: python\n\n((?:    .*\n|\n)+)", section)
+    assert block is not None
+    code = "\n".join(line[4:] for line in block.group(1).splitlines())
+    example = tmp_path / "example.py"
+    example.write_text(f"import pylibmc\n\nimport mcpool\n\n{code}\n")
+    result = run_mypy(example, tmp_path)
+    errors = re.findall(r"^example\.py:(\d+): error: (.*)$", result.stdout, re.M)
+    lines = example.read_text().splitlines()
+    assert [(lines[int(n) - 1].strip(), message) for n, message in errors] == [
+        (
+            'mc.gett("k")              # mypy: "Client" has no attribute "gett"',
+            '"Client" has no attribute "gett"; maybe "get"?  [attr-defined]',
+        )
+    ], result.stdout + result.stderr

@@ -50,6 +50,12 @@ with plain.reserve() as raw:
 
 mcpool.ClientPool("127.0.0.1:11211", 4)  # type: ignore[arg-type]
 
+# A pool made empty and filled later (as with pylibmc) needs its type.
+later: mcpool.ClientPool[mcpool.Client] = mcpool.ClientPool()
+later.fill(mcpool.Client(["127.0.0.1:11211"]), 4)
+later.fill(pylibmc.Client(["127.0.0.1:11211"]), 4)  # type: ignore[arg-type]
+empty = mcpool.ClientPool()  # type: ignore[var-annotated]
+
 # -- one client per thread ---------------------------------------------------
 
 threads = mcpool.ThreadMappedPool(mcpool.Client(["127.0.0.1:11211"]))
