@@ -1,7 +1,7 @@
 """mcpool: a fair, bounded, observable, fork-safe memcached client pool.
 
->>> import pylibmc, mcpool
->>> pool = mcpool.ClientPool(pylibmc.Client(["127.0.0.1:11211"]), 8)  # doctest: +SKIP
+>>> import mcpool
+>>> pool = mcpool.ClientPool(mcpool.Client(["127.0.0.1:11211"]), 8)  # doctest: +SKIP
 >>> with pool.reserve() as mc:  # doctest: +SKIP
 ...     mc.set("k", "v")
 """

@@ -229,7 +229,7 @@ def _as_bytes(key: str | bytes) -> bytes:
     return key.encode("utf-8") if isinstance(key, str) else key
 
 
-class Client(pylibmc.Client):  # type: ignore[misc]
+class Client(pylibmc.Client):
     """A :class:`pylibmc.Client` with key validation and failover defaults.
 
     :param servers: ``"host:port"`` strings, as for pylibmc (``"[::1]:11211"``,
@@ -371,7 +371,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
         if self._nothing_answers():
             return None, None
         try:
-            return super().gets(key)  # type: ignore[no-any-return]
+            return super().gets(key)
         except pylibmc.Error as exc:
             if self._met_unavailable(exc, key):
                 return None, None

@@ -178,11 +178,11 @@ class PoolState:
 
     def __init__(
         self,
-        pool: Any,
-        master: Any,
+        pool: ClientPool[pylibmc.Client],
+        master: pylibmc.Client,
         servers: list[str],
         environ_key: str,
-        make_client: Callable[[list[str]], Any],
+        make_client: Callable[[list[str]], pylibmc.Client],
     ) -> None:
         self.pool = pool
         self.master = master
@@ -259,12 +259,18 @@ class MemcachePool:
             )
 
     @property
-    def client(self) -> RequestClient:
+    def client(self) -> pylibmc.Client:
         """The current context's client, reserved on first use.
 
         The same object for the whole app context; released when the context
         is torn down (or, if :class:`~mcpool.PoolMiddleware` is installed for
         this app's pool, when the server closes the response).
+
+        It is a :class:`~mcpool.RequestClient`, which has the client's
+        methods and reserves the client when one is first called; to type
+        checkers it is the ``pylibmc.Client`` it stands for (an
+        :class:`mcpool.Client`, itself a ``pylibmc.Client``, unless
+        ``MCPOOL_SAFE_CLIENT`` is off), so a misspelt method is an error.
 
         :raises RuntimeError: outside an app context, or for an app that
             :meth:`init_app` has not set up.
@@ -283,7 +289,7 @@ class MemcachePool:
         if request_context is not None:
             shared = request_context.request.environ.get(state.environ_key)
             if isinstance(shared, RequestClient) and shared.pool is state.pool:
-                return shared
+                return shared  # type: ignore[return-value]
         # g's own dict: getattr(g, name, None) on a missing name raises and
         # catches an AttributeError inside flask, a microsecond per request.
         context_globals = app_context.g.__dict__
@@ -297,11 +303,14 @@ class MemcachePool:
             # released by its own teardown. Without a request, a released
             # client is a use after the teardown, and raises when used.
             context_client = context_globals[_G_KEY] = RequestClient(state.pool)
-        return context_client
+        # Typed as the client it stands for (see above); no cast() here, a
+        # call on every use.
+        return context_client  # type: ignore[return-value]
 
     @property
-    def pool(self) -> Any:
-        """The current app's pool.
+    def pool(self) -> ClientPool[pylibmc.Client]:
+        """The current app's pool (a :class:`~mcpool.ThreadMappedPool` for
+        ``MCPOOL_POOL = "thread"``, which is a :class:`~mcpool.ClientPool`).
 
         :raises RuntimeError: outside an app context, or for an app that
             :meth:`init_app` has not set up.
@@ -313,7 +322,7 @@ class MemcachePool:
 
     def reserve(
         self, block: bool = True, timeout: float | None = None
-    ) -> Reservation[Any]:
+    ) -> Reservation[pylibmc.Client]:
         """Reserve a client of the current app's pool for one ``with`` block.
 
         Independent of :attr:`client`: with a ``"queue"`` pool the block gets
@@ -328,8 +337,7 @@ class MemcachePool:
         :raises mcpool.PoolTimeout: no client free within *timeout*.
         """
         pool = _current_state("MemcachePool.reserve()").pool
-        reservation: Reservation[Any] = pool.reserve(block, timeout)
-        return reservation
+        return pool.reserve(block, timeout)
 
     @staticmethod
     def get_state(app: Flask) -> PoolState:
@@ -429,7 +437,7 @@ def _state_from_config(config: Mapping[str, Any]) -> PoolState:
     timeout = _parse_number(config, "MCPOOL_POOL_TIMEOUT", float)
     environ_key = config["MCPOOL_ENVIRON_KEY"]
 
-    def make_client(addresses: list[str]) -> Any:
+    def make_client(addresses: list[str]) -> pylibmc.Client:
         options: dict[str, Any] = {"binary": binary, **client_options}
         # Always a mapping: pylibmc 1.6.3 on Python 3.13 prints 31 ignored
         # exceptions for each client made with behaviors=None.
@@ -458,8 +466,12 @@ def _state_from_config(config: Mapping[str, Any]) -> PoolState:
 
 
 def _make_pool(
-    kind: str, master: Any, size: int, timeout: float, options: dict[str, Any]
-) -> Any:
+    kind: str,
+    master: pylibmc.Client,
+    size: int,
+    timeout: float,
+    options: dict[str, Any],
+) -> ClientPool[pylibmc.Client]:
     if kind == "thread":
         # A client per thread, at most *size* bound at once; a thread that
         # finds them all bound waits up to *timeout*.
