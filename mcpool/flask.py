@@ -43,8 +43,11 @@ server's statistics) and ``ping`` (does each server answer, and how fast).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -69,7 +72,14 @@ from .middleware import PoolMiddleware, RequestClient
 from .pool import Reservation
 from .threadmapped import ThreadMappedPool
 
-__all__ = ["CONFIG_DEFAULTS", "MemcachePool", "PoolState", "cli"]
+__all__ = [
+    "CONFIG_DEFAULTS",
+    "ConfigWarning",
+    "MemcachePool",
+    "PoolState",
+    "cli",
+    "config_from_env",
+]
 
 #: The ``app.config`` keys the extension reads, with their defaults. Each is
 #: set with ``setdefault`` by :meth:`MemcachePool.init_app`, so values set
@@ -93,7 +103,34 @@ CONFIG_DEFAULTS: dict[str, Any] = {
 
 POOL_KINDS = ("queue", "thread")
 
+#: What each key takes from the environment besides a string: an environment
+#: value that parses as JSON of one of these types is used parsed, any other
+#: value as the string it is (which the extension parses in turn: servers
+#: comma-separated, "true"/"off", numbers). Keys not listed take strings only,
+#: so that a password "1234" stays text.
+_ENV_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "MCPOOL_SERVERS": (list,),
+    "MCPOOL_SAFE_CLIENT": (bool,),
+    "MCPOOL_SERVER_TIMEOUT": (int, float),
+    "MCPOOL_BINARY": (bool,),
+    "MCPOOL_BEHAVIORS": (dict,),
+    "MCPOOL_CLIENT_OPTIONS": (dict,),
+    "MCPOOL_POOL_SIZE": (int,),
+    "MCPOOL_POOL_TIMEOUT": (int, float),
+    "MCPOOL_POOL_OPTIONS": (dict,),
+    "MCPOOL_WSGI_MIDDLEWARE": (bool,),
+}
+
+#: Environment variables with the prefix that are not app config: the ones
+#: mcpool's own set-up script reads (run.sh), which may be set in the
+#: environment the test suite runs in.
+_NOT_CONFIG = frozenset({"MCPOOL_PYLIBMC", "MCPOOL_CONSTRAINTS"})
+
+_ENV_PREFIX = "MCPOOL_"
 _EXTENSION_KEY = "mcpool"
+# Set in app.extensions by config_from_env: the app reads its MCPOOL_* from
+# an environment on purpose, and init_app need not look at os.environ.
+_FROM_ENV_KEY = "mcpool.from_env"
 _G_KEY = "_mcpool_client"
 
 
@@ -162,6 +199,114 @@ def _context_variables() -> tuple[Any, Any]:
 
 
 _app_context_var, _request_context_var = _context_variables()
+
+
+class ConfigWarning(UserWarning):
+    """An ``MCPOOL_*`` name that the extension does not know, or an
+    environment variable that it was not asked to read.
+
+    .. versionadded:: 0.1
+    """
+
+
+def config_from_env(
+    app: Flask, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Set *app*'s ``MCPOOL_*`` config from environment variables of the same names.
+
+    Call it in the app factory before :meth:`MemcachePool.init_app`, where
+    it overrides what the config had (put test config after it). Like
+    Flask's :meth:`~flask.Config.from_prefixed_env`, a value that parses as
+    JSON is used parsed, if it has a type the key takes (``8``, ``true``,
+    ``{"tcp_nodelay": true}``, ``["a:11211", "b:11211"]``); anything else
+    is kept as the string it is, which the extension parses in turn
+    (``127.0.0.1:11211,127.0.0.1:11212``, ``off``). Text keys
+    (``MCPOOL_USERNAME``, ``MCPOOL_PASSWORD``, ``MCPOOL_POOL``, ...) are never
+    parsed. An unknown ``MCPOOL_*`` variable warns with the nearest valid
+    name (:class:`ConfigWarning`).
+
+    :param environ: where to read; :data:`os.environ` if not given.
+    :returns: the keys set, with their values.
+    :raises RuntimeError: :meth:`~MemcachePool.init_app` already ran for
+        *app*, so the values would have no effect.
+
+    >>> def create_app():  # doctest: +SKIP
+    ...     app = Flask(__name__)
+    ...     config_from_env(app)  # MCPOOL_SERVERS=10.0.0.1:11211 flask run
+    ...     memcache.init_app(app)
+    ...     return app
+
+    .. versionadded:: 0.1
+    """
+    if _EXTENSION_KEY in app.extensions:
+        raise RuntimeError(
+            f"mcpool is already set up for the app {app.name!r}: call "
+            "config_from_env(app) before memcache.init_app(app)"
+        )
+    if environ is None:
+        environ = os.environ
+    loaded: dict[str, Any] = {}
+    for name in sorted(environ):
+        if not name.startswith(_ENV_PREFIX) or name in _NOT_CONFIG:
+            continue
+        if name not in CONFIG_DEFAULTS:
+            _warn_unknown(name, "environment variable", stacklevel=3)
+            continue
+        loaded[name] = _env_value(name, environ[name])
+    app.config.update(loaded)
+    app.extensions[_FROM_ENV_KEY] = True
+    return loaded
+
+
+def _env_value(name: str, text: str) -> Any:
+    types = _ENV_JSON_TYPES.get(name)
+    if types is None:
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    # bool is an int: MCPOOL_POOL_SIZE=true stays the string, to be refused.
+    if isinstance(value, types) and (bool in types or not isinstance(value, bool)):
+        return value
+    return text
+
+
+def _warn_unknown(name: str, what: str, stacklevel: int) -> None:
+    close = difflib.get_close_matches(name, CONFIG_DEFAULTS, n=1)
+    hint = f"did you mean {close[0]}?" if close else "see CONFIG_DEFAULTS"
+    warnings.warn(
+        f"unknown {what} {name}: mcpool ignores it ({hint})",
+        ConfigWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def _check_names(app: Flask) -> None:
+    """Warn of unknown ``MCPOOL_*`` config keys, and, unless the app read
+    its config from the environment, of ``MCPOOL_*`` variables there that the
+    config does not follow: they would otherwise be ignored without a word."""
+    for name in app.config:
+        if name.startswith(_ENV_PREFIX) and name not in CONFIG_DEFAULTS:
+            _warn_unknown(name, "config key", stacklevel=4)
+    if app.extensions.get(_FROM_ENV_KEY):
+        return
+    for name in sorted(os.environ):
+        if not name.startswith(_ENV_PREFIX) or name in _NOT_CONFIG:
+            continue
+        if name not in CONFIG_DEFAULTS:
+            _warn_unknown(name, "environment variable", stacklevel=4)
+            continue
+        in_config = app.config.get(name, CONFIG_DEFAULTS[name])
+        if _env_value(name, os.environ[name]) != in_config:
+            warnings.warn(
+                f"the environment sets {name}={os.environ[name]!r}, but the "
+                f"app's config has {in_config!r}: the extension "
+                "reads app.config only; call mcpool.flask.config_from_env(app) "
+                "before init_app to take MCPOOL_* from the environment",
+                ConfigWarning,
+                stacklevel=3,
+            )
 
 
 class PoolState:
@@ -234,6 +379,7 @@ class MemcachePool:
                 f"mcpool is already set up for the app {app.name!r}; call "
                 "init_app once per app"
             )
+        _check_names(app)
         for name, value in CONFIG_DEFAULTS.items():
             # Copies, so that no app can change another's defaults in place.
             app.config.setdefault(name, _copy(value))
