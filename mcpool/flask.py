@@ -617,7 +617,41 @@ def _parse_servers(value: Any) -> list[str]:
     servers = [server for server in servers if server]
     if not servers:
         raise ValueError("MCPOOL_SERVERS names no server")
+    for server in servers:
+        try:
+            _check_server_address(server)
+        except ValueError as exc:
+            raise ValueError(f"MCPOOL_SERVERS: {exc}") from None
     return servers
+
+
+def _check_server_address(spec: str) -> None:
+    """Raise :class:`ValueError` naming *spec* unless it is an address
+    pylibmc takes: ``host[:port]``, ``[ipv6][:port]`` or a socket path."""
+    expected = (
+        f"cannot use the server address {spec!r}: expected 'host:port' "
+        "(127.0.0.1:11211), '[ipv6]:port' ([::1]:11211), a host alone (port "
+        "11211) or the path of a Unix socket (/run/memcached.sock)"
+    )
+    if spec.startswith("/"):
+        return
+    rest = spec.removeprefix("udp:").removeprefix("tcp:")
+    if rest.startswith("["):
+        host, bracket, rest = rest[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(expected)
+        port: str | None = rest[1:] if rest else None
+    else:
+        host, colon, port_text = rest.partition(":")
+        port = port_text if colon else None
+    if port is not None and ":" in port:  # host:port:weight
+        port, _, weight = port.partition(":")
+        if not weight.isdigit():
+            raise ValueError(expected)
+    if not host or (
+        port is not None and not (port.isdigit() and 0 < int(port) < 65536)
+    ):
+        raise ValueError(expected)
 
 
 _UNSET = {"", "none"}

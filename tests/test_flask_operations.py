@@ -230,3 +230,35 @@ def test_no_warning_for_the_environment_the_app_loaded_or_the_build_variables(
         app.config["MCPOOL_POOL_SIZE"] = 2  # the app's own word, after the env
         init(apps, app)
     assert MemcachePool.get_state(app).servers == [memcached.address]
+
+
+# -- server addresses ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["localhost:abc", "127.0.0.1:99999", "127.0.0.1:", "[::1", ":11211"],
+)
+def test_an_unparsable_server_address_is_refused_at_init_app_by_name(
+    memcached: MemcachedServer, address: str
+) -> None:
+    app = Flask("bad address")
+    app.config["MCPOOL_SERVERS"] = f"{memcached.address},{address}"
+    with pytest.raises(ValueError) as raised:
+        MemcachePool(app)
+    message = str(raised.value)
+    assert "MCPOOL_SERVERS" in message and repr(address) in message, message
+    assert "invalid literal" not in message
+    assert "mcpool" not in app.extensions
+
+
+@pytest.mark.parametrize(
+    "address", ["10.0.0.1:11211", "memcached", "[::1]:11211", "/run/memcached.sock"]
+)
+def test_every_documented_address_form_is_accepted(
+    address: str, apps: list[Flask]
+) -> None:
+    app = Flask("good address")
+    app.config["MCPOOL_SERVERS"] = address
+    init(apps, app)
+    assert MemcachePool.get_state(app).servers == [address]
