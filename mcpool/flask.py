@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import os
 import time
 import warnings
@@ -66,8 +67,9 @@ import click  # a dependency of Flask's
 from flask import current_app, g, has_app_context, has_request_context, request
 from flask.cli import AppGroup
 
-from .client import DEFAULT_TIMEOUT, Client
+from .client import DEFAULT_TIMEOUT, Client, timeout_behaviors
 from .clientpool import ClientPool
+from .errors import ServerUnavailable
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Reservation
 from .threadmapped import ThreadMappedPool
@@ -77,6 +79,7 @@ __all__ = [
     "ConfigWarning",
     "MemcachePool",
     "PoolState",
+    "StartupCheckWarning",
     "cli",
     "config_from_env",
 ]
@@ -99,9 +102,14 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "MCPOOL_POOL_OPTIONS": {},
     "MCPOOL_WSGI_MIDDLEWARE": False,
     "MCPOOL_ENVIRON_KEY": "mcpool.client",
+    "MCPOOL_CHECK_ON_START": "off",
+    "MCPOOL_CHECK_TIMEOUT": 1.0,
 }
 
 POOL_KINDS = ("queue", "thread")
+CHECK_MODES = ("off", "warn", "fail")
+
+logger = logging.getLogger("mcpool.flask")
 
 #: What each key takes from the environment besides a string: an environment
 #: value that parses as JSON of one of these types is used parsed, any other
@@ -119,6 +127,7 @@ _ENV_JSON_TYPES: dict[str, tuple[type, ...]] = {
     "MCPOOL_POOL_TIMEOUT": (int, float),
     "MCPOOL_POOL_OPTIONS": (dict,),
     "MCPOOL_WSGI_MIDDLEWARE": (bool,),
+    "MCPOOL_CHECK_TIMEOUT": (int, float),
 }
 
 #: Environment variables with the prefix that are not app config: the ones
@@ -309,6 +318,14 @@ def _check_names(app: Flask) -> None:
             )
 
 
+class StartupCheckWarning(UserWarning):
+    """No memcached server answered the start-up check
+    (``MCPOOL_CHECK_ON_START = "warn"``).
+
+    .. versionadded:: 0.1
+    """
+
+
 class PoolState:
     """One app's memcached set-up, kept in ``app.extensions["mcpool"]``.
 
@@ -384,6 +401,19 @@ class MemcachePool:
             # Copies, so that no app can change another's defaults in place.
             app.config.setdefault(name, _copy(value))
         state = _state_from_config(app.config)
+        check_mode = app.config["MCPOOL_CHECK_ON_START"]
+        if check_mode not in CHECK_MODES:
+            raise ValueError(
+                "MCPOOL_CHECK_ON_START must be one of "
+                f"{', '.join(map(repr, CHECK_MODES))}, got {check_mode!r}"
+            )
+        if check_mode != "off":
+            check_timeout = _parse_number(app.config, "MCPOOL_CHECK_TIMEOUT", float)
+            try:
+                _check_servers(state, check_timeout, fail=check_mode == "fail")
+            except BaseException:
+                state.pool.close()
+                raise
         app.extensions[_EXTENSION_KEY] = state
         # Teardown functions run in the reverse order of registration: first
         # in the list runs last, after every other teardown function that may
@@ -718,14 +748,19 @@ _SERVER_STATS = (
 )
 
 
-def _ask_each_server(state: PoolState) -> list[tuple[str, float, Any]]:
+def _ask_each_server(
+    state: PoolState, timeout: float | None = None
+) -> list[tuple[str, float, Any]]:
     """``(server, seconds, stats dict or the error)`` for each server.
 
-    One client per server, so that a dead server does not hide the others.
+    One client per server, so that a dead server does not hide the others;
+    with *timeout*, that many seconds to connect and for each read or write.
     """
     answers: list[tuple[str, float, Any]] = []
     for server in state.servers:
         client = state.make_client([server])
+        if timeout is not None:
+            client.set_behaviors(timeout_behaviors(timeout))
         started = time.perf_counter()
         try:
             replies = client.get_stats()
@@ -737,6 +772,35 @@ def _ask_each_server(state: PoolState) -> list[tuple[str, float, Any]]:
             client.disconnect_all()
         answers.append((server, elapsed, answer))
     return answers
+
+
+def _check_servers(state: PoolState, timeout: float, fail: bool) -> None:
+    """Log each server that does not answer within *timeout*; when none
+    does, warn (:class:`StartupCheckWarning`) or, with *fail*, raise."""
+    unanswered = []
+    for server, _, answer in _ask_each_server(state, timeout):
+        if isinstance(answer, BaseException):
+            logger.warning(
+                "memcached server %s did not answer the start-up check "
+                "within %.2f s: %s",
+                server,
+                timeout,
+                answer,
+            )
+            unanswered.append(f"{server} ({answer})")
+    if len(unanswered) < len(state.servers):
+        return
+    message = (
+        f"no memcached server answered within {timeout:.2f} s: "
+        f"{', '.join(unanswered)}; check MCPOOL_SERVERS and that memcached "
+        "runs there"
+    )
+    if fail:
+        raise ServerUnavailable(
+            f"{message} (MCPOOL_CHECK_ON_START = 'fail'; 'warn' lets the "
+            "app start, every read a miss, until a server comes up)"
+        )
+    warnings.warn(message, StartupCheckWarning, stacklevel=3)
 
 
 def _text(value: Any) -> str:

@@ -4,6 +4,7 @@ check and the live stats endpoint."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,7 +15,13 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from mcpool.flask import ConfigWarning, MemcachePool, config_from_env
+from mcpool import ServerUnavailable
+from mcpool.flask import (
+    ConfigWarning,
+    MemcachePool,
+    StartupCheckWarning,
+    config_from_env,
+)
 from mcpool.testing import MemcachedServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -262,3 +269,64 @@ def test_every_documented_address_form_is_accepted(
     app.config["MCPOOL_SERVERS"] = address
     init(apps, app)
     assert MemcachePool.get_state(app).servers == [address]
+
+
+# -- the start-up check ----------------------------------------------------------
+
+
+def checked_app(servers: list[str], mode: str) -> Flask:
+    app = Flask("checked")
+    app.config.update(
+        MCPOOL_SERVERS=servers,
+        MCPOOL_CHECK_ON_START=mode,
+        MCPOOL_CHECK_TIMEOUT=SERVER_TIMEOUT,
+        MCPOOL_SERVER_TIMEOUT=SERVER_TIMEOUT,
+    )
+    return app
+
+
+def test_start_up_check_warns_and_logs_when_no_server_answers(
+    caplog: pytest.LogCaptureFixture, apps: list[Flask]
+) -> None:
+    dead = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    app = checked_app(dead, "warn")
+    with caplog.at_level(logging.WARNING, logger="mcpool.flask"):
+        with pytest.warns(StartupCheckWarning, match="no memcached server answered"):
+            init(apps, app)
+    assert "mcpool" in app.extensions  # set up all the same
+    logged = [r.getMessage() for r in caplog.records if r.name == "mcpool.flask"]
+    assert len(logged) == 2, logged
+    for address, line in zip(dead, logged, strict=True):
+        assert address in line and "did not answer" in line
+
+
+def test_start_up_check_fails_when_no_server_answers(apps: list[Flask]) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    app = checked_app([dead], "fail")
+    with pytest.raises(ServerUnavailable, match=rf"{dead}.*MCPOOL_CHECK_ON_START"):
+        init(apps, app)
+    assert "mcpool" not in app.extensions
+
+
+def test_start_up_check_passes_when_a_server_answers(
+    memcached: MemcachedServer, caplog: pytest.LogCaptureFixture, apps: list[Flask]
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    app = checked_app([memcached.address, dead], "fail")
+    with caplog.at_level(logging.WARNING, logger="mcpool.flask"):
+        init(apps, app)
+    logged = [r.getMessage() for r in caplog.records if r.name == "mcpool.flask"]
+    assert len(logged) == 1 and dead in logged[0], logged
+    assert MemcachePool.get_state(app).pool.stats().created == 0
+
+
+def test_start_up_check_is_off_by_default_and_checks_its_mode(
+    apps: list[Flask],
+) -> None:
+    app = Flask("unchecked")
+    app.config["MCPOOL_SERVERS"] = f"127.0.0.1:{free_port()}"
+    init(apps, app)  # no server, no word: the check is opt-in
+    app = Flask("bad mode")
+    app.config["MCPOOL_CHECK_ON_START"] = "loud"
+    with pytest.raises(ValueError, match="MCPOOL_CHECK_ON_START must be one of"):
+        init(apps, app)
