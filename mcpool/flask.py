@@ -37,7 +37,8 @@ holds the request's client until the server closes the response; the
 extension then uses the middleware's client.
 
 The ``flask mcpool`` command group has ``stats`` (the pool's and each
-server's statistics) and ``ping`` (does each server answer, and how fast).
+server's statistics; ``--url`` reads a running app's, served at
+``MCPOOL_STATS_URL``) and ``ping`` (does each server answer, and how fast).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ import json
 import logging
 import os
 import time
+import urllib.error
+import urllib.request
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -64,7 +67,14 @@ except ImportError as exc:
     ) from exc
 
 import click  # a dependency of Flask's
-from flask import current_app, g, has_app_context, has_request_context, request
+from flask import (
+    Response,
+    current_app,
+    g,
+    has_app_context,
+    has_request_context,
+    request,
+)
 from flask.cli import AppGroup
 
 from .client import DEFAULT_TIMEOUT, Client, timeout_behaviors
@@ -72,6 +82,7 @@ from .clientpool import ClientPool
 from .errors import ServerUnavailable
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Reservation
+from .statsapp import stats_document
 from .threadmapped import ThreadMappedPool
 
 __all__ = [
@@ -104,6 +115,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "MCPOOL_ENVIRON_KEY": "mcpool.client",
     "MCPOOL_CHECK_ON_START": "off",
     "MCPOOL_CHECK_TIMEOUT": 1.0,
+    "MCPOOL_STATS_URL": None,
 }
 
 POOL_KINDS = ("queue", "thread")
@@ -420,6 +432,9 @@ class MemcachePool:
         # still use the context's client.
         app.teardown_appcontext_funcs.insert(0, _release_context_client)
         app.cli.add_command(cli)
+        stats_url = app.config["MCPOOL_STATS_URL"] or None
+        if stats_url is not None:
+            app.add_url_rule(stats_url, "mcpool_stats", _stats_view, methods=["GET"])
         if _parse_bool(app.config, "MCPOOL_WSGI_MIDDLEWARE"):
             app.wsgi_app = PoolMiddleware(  # type: ignore[method-assign]
                 app.wsgi_app, state.pool, state.environ_key
@@ -508,6 +523,16 @@ class MemcachePool:
         0
         """
         return _state_of(app)
+
+
+def _stats_view() -> Response:
+    """The serving process's pool statistics, as :class:`~mcpool.StatsApp`
+    serves them (``MCPOOL_STATS_URL``)."""
+    state = _current_state("the mcpool stats view")
+    body = json.dumps(stats_document(state.pool), default=str)
+    response = Response(body, mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _copy(value: Any) -> Any:
@@ -809,9 +834,28 @@ def _text(value: Any) -> str:
 
 @cli.command("stats")
 @click.option("--all", "show_all", is_flag=True, help="Every server statistic.")
-def stats_command(show_all: bool) -> None:
-    """Show the pool's counters and each memcached server's statistics."""
+@click.option(
+    "--url",
+    metavar="URL",
+    help="Read a running app's pool from its MCPOOL_STATS_URL endpoint "
+    "(http://127.0.0.1:8000/_mcpool/stats) instead of this process's.",
+)
+def stats_command(show_all: bool, url: str | None) -> None:
+    """Show the pool's counters and each memcached server's statistics.
+
+    Without --url, the pool is the one this command's own process made: it
+    has served nothing. A running server's workers each have their own pool;
+    --url reads the one of the worker that answers.
+    """
+    if url is not None:
+        _show_remote_stats(url)
+        return
     state = _state_of(current_app)
+    click.echo(
+        f"(the pool of this CLI process, pid {os.getpid()}, not of a running "
+        "server's: to read one, serve MCPOOL_STATS_URL and give its address "
+        "with --url)"
+    )
     click.echo(f"pool: {type(state.pool).__name__}")
     for name, value in dataclasses.asdict(state.pool.stats()).items():
         click.echo(f"  {name}: {value}")
@@ -828,6 +872,27 @@ def stats_command(show_all: bool) -> None:
             click.echo(f"  {name}: {stats[name]}")
     if failed:
         raise SystemExit(1)
+
+
+def _show_remote_stats(url: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        click.echo(f"--url takes an http:// or https:// address, got {url!r}", err=True)
+        raise SystemExit(2)
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            document = json.load(reply)
+        pid, kind, stats = document["pid"], document["pool"], document["stats"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        click.echo(
+            f"could not read pool statistics from {url}: {exc} (is the app "
+            "serving MCPOOL_STATS_URL there?)",
+            err=True,
+        )
+        raise SystemExit(1) from None
+    click.echo(f"(the pool of process {pid}, which answered {url})")
+    click.echo(f"pool: {kind}")
+    for name, value in stats.items():
+        click.echo(f"  {name}: {value}")
 
 
 @cli.command("ping")
