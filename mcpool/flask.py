@@ -49,7 +49,6 @@ import json
 import logging
 import os
 import time
-import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Callable, Mapping, Sequence
