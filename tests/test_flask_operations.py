@@ -138,16 +138,18 @@ def test_flask_prefixed_env_can_carry_the_keys_too(
     assert state.servers == [memcached.address] and state.pool.max_size == 2
 
 
+# The app factory of docs/operations.rst, as a user would write it.
 USER_APP = """\
 from flask import Flask
 from mcpool.flask import MemcachePool, config_from_env
 
 memcache = MemcachePool()
 
-
-def create_app():
+def create_app(test_config=None):
     app = Flask(__name__)
-    config_from_env(app)
+    app.config["MCPOOL_SERVERS"] = "127.0.0.1:11211"  # the code's default
+    config_from_env(app)               # the environment overrides it
+    app.config.update(test_config or {})  # and a test's config both
     memcache.init_app(app)
     return app
 """
