@@ -17,6 +17,7 @@ pylibmc errors mean a client's connection or protocol state is broken
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,6 +27,8 @@ import pylibmc
 from .errors import PoolError, ServerUnavailable
 from .fork import abandon
 from .pool import Pool
+from .servers import ServerHealth
+from .stats import PoolStats
 
 __all__ = ["BENIGN_ERRORS", "ClientPool", "is_fatal_error"]
 
@@ -179,6 +182,19 @@ class ClientPool(Pool[Any]):
         if getattr(client, "_mcpool_behaviors", 0) != self._behaviors_version:
             client.set_behaviors(self._behaviors)
             client._mcpool_behaviors = self._behaviors_version
+
+    def stats(self) -> PoolStats:
+        """:meth:`Pool.stats <mcpool.Pool.stats>`, with the state of each
+        server when the master is a :class:`mcpool.Client`.
+
+        >>> [s.address for s in pool.stats().servers]  # doctest: +SKIP
+        ['127.0.0.1:11211']
+        """
+        stats = super().stats()
+        health = getattr(self.master, "health", None)
+        if isinstance(health, ServerHealth):
+            return dataclasses.replace(stats, servers=health.snapshot())
+        return stats
 
     def _clone(self) -> Any:
         master = self.master
