@@ -76,11 +76,12 @@ from flask import (
 )
 from flask.cli import AppGroup
 
-from .client import DEFAULT_TIMEOUT, Client, timeout_behaviors
+from .client import DEFAULT_TIMEOUT, Client
 from .clientpool import ClientPool
 from .errors import ServerUnavailable
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Reservation
+from .servers import parse_server, probe
 from .statsapp import stats_document
 from .threadmapped import ThreadMappedPool
 
@@ -673,39 +674,10 @@ def _parse_servers(value: Any) -> list[str]:
         raise ValueError("MCPOOL_SERVERS names no server")
     for server in servers:
         try:
-            _check_server_address(server)
+            parse_server(server)
         except ValueError as exc:
             raise ValueError(f"MCPOOL_SERVERS: {exc}") from None
     return servers
-
-
-def _check_server_address(spec: str) -> None:
-    """Raise :class:`ValueError` naming *spec* unless it is an address
-    pylibmc takes: ``host[:port]``, ``[ipv6][:port]`` or a socket path."""
-    expected = (
-        f"cannot use the server address {spec!r}: expected 'host:port' "
-        "(127.0.0.1:11211), '[ipv6]:port' ([::1]:11211), a host alone (port "
-        "11211) or the path of a Unix socket (/run/memcached.sock)"
-    )
-    if spec.startswith("/"):
-        return
-    rest = spec.removeprefix("udp:").removeprefix("tcp:")
-    if rest.startswith("["):
-        host, bracket, rest = rest[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(expected)
-        port: str | None = rest[1:] if rest else None
-    else:
-        host, colon, port_text = rest.partition(":")
-        port = port_text if colon else None
-    if port is not None and ":" in port:  # host:port:weight
-        port, _, weight = port.partition(":")
-        if not weight.isdigit():
-            raise ValueError(expected)
-    if not host or (
-        port is not None and not (port.isdigit() and 0 < int(port) < 65536)
-    ):
-        raise ValueError(expected)
 
 
 _UNSET = {"", "none"}
@@ -772,19 +744,14 @@ _SERVER_STATS = (
 )
 
 
-def _ask_each_server(
-    state: PoolState, timeout: float | None = None
-) -> list[tuple[str, float, Any]]:
+def _ask_each_server(state: PoolState) -> list[tuple[str, float, Any]]:
     """``(server, seconds, stats dict or the error)`` for each server.
 
-    One client per server, so that a dead server does not hide the others;
-    with *timeout*, that many seconds to connect and for each read or write.
+    One client per server, so that a dead server does not hide the others.
     """
     answers: list[tuple[str, float, Any]] = []
     for server in state.servers:
         client = state.make_client([server])
-        if timeout is not None:
-            client.set_behaviors(timeout_behaviors(timeout))
         started = time.perf_counter()
         try:
             replies = client.get_stats()
@@ -801,21 +768,21 @@ def _ask_each_server(
 def _check_servers(state: PoolState, timeout: float, fail: bool) -> None:
     """Log each server that does not answer within *timeout*; when none
     does, warn (:class:`StartupCheckWarning`) or, with *fail*, raise."""
+    binary = bool(getattr(state.master, "binary", False))
     unanswered = []
-    for server, _, answer in _ask_each_server(state, timeout):
-        if isinstance(answer, BaseException):
+    for server in state.servers:
+        error = probe(server, timeout, binary=binary)
+        if error is not None:
             logger.warning(
-                "memcached server %s did not answer the start-up check "
-                "within %.2f s: %s",
+                "memcached server %s did not answer the start-up check: %s",
                 server,
-                timeout,
-                answer,
+                error,
             )
-            unanswered.append(f"{server} ({answer})")
+            unanswered.append(f"{server} ({error})")
     if len(unanswered) < len(state.servers):
         return
     message = (
-        f"no memcached server answered within {timeout:.2f} s: "
+        f"no memcached server answered within {timeout:g} s: "
         f"{', '.join(unanswered)}; check MCPOOL_SERVERS and that memcached "
         "runs there"
     )
@@ -855,9 +822,7 @@ def stats_command(show_all: bool, url: str | None) -> None:
         "server's: to read one, serve MCPOOL_STATS_URL and give its address "
         "with --url)"
     )
-    click.echo(f"pool: {type(state.pool).__name__}")
-    for name, value in dataclasses.asdict(state.pool.stats()).items():
-        click.echo(f"  {name}: {value}")
+    _echo_pool_stats(type(state.pool).__name__, dataclasses.asdict(state.pool.stats()))
     failed = False
     for server, _, answer in _ask_each_server(state):
         click.echo(f"server {server}:")
@@ -889,9 +854,23 @@ def _show_remote_stats(url: str) -> None:
         )
         raise SystemExit(1) from None
     click.echo(f"(the pool of process {pid}, which answered {url})")
+    _echo_pool_stats(kind, stats)
+
+
+def _echo_pool_stats(kind: str, stats: Mapping[str, Any]) -> None:
     click.echo(f"pool: {kind}")
     for name, value in stats.items():
-        click.echo(f"  {name}: {value}")
+        if name != "servers":
+            click.echo(f"  {name}: {value}")
+    for server in stats.get("servers") or ():
+        state = "available" if server["available"] else "UNAVAILABLE"
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(server["since"]))
+        click.echo(
+            f"  server {server['address']}: {state} since {since}, "
+            f"{server['unavailable']} requests failed, "
+            f"{server['ejections']} times down"
+            + (f", last error: {server['error']}" if server["error"] else "")
+        )
 
 
 @cli.command("ping")

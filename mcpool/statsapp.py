@@ -48,7 +48,8 @@ class StatsSource(Protocol):
 def stats_document(pool: StatsSource) -> dict[str, Any]:
     """The JSON-ready record :class:`StatsApp` serves: ``pid``, the pool's
     class as ``pool``, and its :class:`~mcpool.PoolStats` fields as
-    ``stats``.
+    ``stats``, with each server's state in ``stats["servers"]`` for a pool
+    of :class:`mcpool.Client` (:class:`mcpool.servers.ServerState`).
 
     >>> stats_document(pool)  # doctest: +SKIP
     {'pid': 4242, 'pool': 'ClientPool', 'stats': {'max_size': 8, 'size': 1, ...}}

@@ -44,6 +44,9 @@ def test_stats_app_serves_the_pools_stats_with_the_pid(pool: ClientPool) -> None
     document = reply.get_json()
     assert document["pid"] == os.getpid() and document["pool"] == "ClientPool"
     assert document["stats"]["reserves"] == 1 and document["stats"]["in_use"] == 0
+    [server] = document["stats"]["servers"]
+    assert server["address"] == pool.master.health.servers[0].address
+    assert server["available"] is True and server["unavailable"] == 0
     assert WSGIClient(StatsApp(pool)).post("/").status_code == 405
 
 
@@ -108,6 +111,7 @@ def test_cli_stats_says_it_shows_its_own_process(memcached: MemcachedServer) -> 
         assert result.exit_code == 0, result.output
         assert f"the pool of this CLI process, pid {os.getpid()}" in result.output
         assert "--url" in result.output
+        assert f"  server {memcached.address}: available since " in result.output
         bad = app.test_cli_runner().invoke(
             args=["mcpool", "stats", "--url", f"http://127.0.0.1:{free_port()}/"]
         )
@@ -231,3 +235,7 @@ def test_under_gunicorn_each_worker_reports_its_own_pid_and_counts(
         f"the pool of process {pid}," in read.output
         for pid in (first["pid"], other["pid"])
     )
+    assert f"  server {fresh_memcached.address}: available since " in read.output
+    for document in (first, other):
+        [server] = document["stats"]["servers"]
+        assert server["address"] == fresh_memcached.address and server["available"]
