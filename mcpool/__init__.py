@@ -40,6 +40,7 @@ from .lease import Lease
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Pool, Reservation
 from .stats import PoolStats
+from .statsapp import StatsApp
 from .threadmapped import (
     GreenThreadsWarning,
     ThreadBinding,
@@ -62,6 +63,7 @@ __all__ = [
     "RequestClient",
     "Reservation",
     "ServerUnavailable",
+    "StatsApp",
     "ThreadBinding",
     "ThreadLease",
     "ThreadMappedPool",
