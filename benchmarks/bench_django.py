@@ -17,9 +17,10 @@ latency, the memcached connections opened during the round (memcached's
 ``total_connections`` delta), errors and wrong values, and the ratio of
 requests/s to the stock ``PyLibMCCache`` on the same server.
 
-A second table measures, in this process, what reserving a pooled client
-for each cache call costs against holding one for a whole request: a get and
-a set through the backend, per call, or through one reservation.
+A second table measures the backends' own cost in this process, without
+HTTP: a get and a set through Django's ``PyLibMCCache``, through mcpool's
+(a reservation per call, as it ships), through one reservation for both (what
+holding a client per request would cost), and a reservation alone.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -89,7 +92,7 @@ def pool_bound(server: str) -> int:
 
 
 @contextlib.contextmanager
-def serving(server: str, backend: str, memcached: str) -> Iterator[int]:
+def serving(server: str, backend: str, memcached: str, log: Path) -> Iterator[int]:
     port = free_port()
     env = dict(
         os.environ,
@@ -99,14 +102,15 @@ def serving(server: str, backend: str, memcached: str) -> Iterator[int]:
         BENCH_POOL_SIZE=str(POOL_SIZE),
         PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]),
     )
-    process = subprocess.Popen(
-        command(server, port),
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command(server, port),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -140,26 +144,27 @@ def request(port: int, n: int) -> tuple[int, str]:
         connection.close()
 
 
-def drive(port: int, requests: int, threads: int) -> dict[str, float]:
+def drive(port: int, requests: int, threads: int) -> dict[str, Any]:
     latencies: list[float] = []
-    errors = wrong = 0
+    errors: list[str] = []
+    wrong = 0
     lock = threading.Lock()
 
     def one(i: int) -> None:
-        nonlocal errors, wrong
+        nonlocal wrong
         n = i % KEYS
         started = time.perf_counter()
         try:
             status, body = request(port, n)
-        except OSError:
+        except OSError as exc:
             with lock:
-                errors += 1
+                errors.append(repr(exc))
             return
         elapsed = time.perf_counter() - started
         with lock:
             latencies.append(elapsed)
             if status != 200:
-                errors += 1
+                errors.append(f"HTTP {status}")
             elif body not in ("miss", f"value-{n}"):
                 wrong += 1
 
@@ -172,7 +177,8 @@ def drive(port: int, requests: int, threads: int) -> dict[str, float]:
     return {
         "rps": requests / seconds,
         "p99_ms": p99 * 1000,
-        "errors": errors,
+        "errors": len(errors),
+        "error_kinds": sorted(set(errors)),
         "wrong": wrong,
     }
 
@@ -183,27 +189,46 @@ def total_connections(server: MemcachedServer) -> int:
 
 def measure_round(
     memcached: MemcachedServer, server: str, backend: str, requests: int, threads: int
-) -> dict[str, float]:
-    with serving(server, backend, memcached.address) as port:
-        before = total_connections(memcached)
-        result = drive(port, requests, threads)
-        # Each stats question opens a connection of its own: not the server's.
-        result["opened"] = total_connections(memcached) - before - 1
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch, "server.log")
+        with serving(server, backend, memcached.address, log) as port:
+            before = total_connections(memcached)
+            result = drive(port, requests, threads)
+            # Each stats question opens a connection of its own.
+            result["opened"] = total_connections(memcached) - before - 1
+        if result["errors"]:
+            # Every failure is shown with the server's side of it.
+            tail = log.read_text(errors="replace").splitlines()[-30:]
+            print(
+                f"{server} / {backend}: {result['errors']} errors: "
+                f"{result['error_kinds']}\n" + "\n".join(tail),
+                file=sys.stderr,
+            )
     return result
 
 
 def per_call_vs_per_request(memcached: MemcachedServer, pairs: int) -> list[list[str]]:
-    """us per get+set pair: a reservation per call, or one for both."""
+    """us per get+set pair: Django's backend; mcpool's, reserving per call or
+    once for both; and a reservation alone."""
     from django.conf import settings
 
     if not settings.configured:
         settings.configure()
+    from django.core.cache.backends.memcached import PyLibMCCache as Stock
+
     from mcpool.django import PyLibMCCache
 
+    stock = Stock(memcached.address, {})
     options = {"POOL": {"max_size": 1}, "server_timeout": 5.0}
     cache = PyLibMCCache(memcached.address, {"OPTIONS": options})
     cache.set("pair", "value")
     pool = cache.pool
+
+    def stock_backend() -> None:
+        for _ in range(pairs):
+            stock.get("pair")
+            stock.set("pair", "value")
 
     def per_call() -> None:
         for _ in range(pairs):
@@ -226,23 +251,25 @@ def per_call_vs_per_request(memcached: MemcachedServer, pairs: int) -> list[list
             with pool.reserve():
                 pass
 
-    rows = []
-    timings: dict[str, list[float]] = {"per call": [], "per request": [], "": []}
+    runs = {
+        "Django's PyLibMCCache (a client of its own)": stock_backend,
+        "mcpool, a reservation per call (as shipped)": per_call,
+        "mcpool, one reservation per request": per_request,
+        "a reserve + release alone": reserve_only,
+    }
+    timings: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(7):
-        for name, run in (
-            ("per call", per_call),
-            ("per request", per_request),
-            ("", reserve_only),
-        ):
+        for name, run in runs.items():
             started = time.perf_counter()
             run()
             timings[name].append((time.perf_counter() - started) / pairs * 1e6)
-    reserve = statistics.median(timings[""])
-    base = statistics.median(timings["per request"])
-    for name in ("per call", "per request"):
-        value = statistics.median(timings[name])
-        rows.append([name, f"{value:.2f}", f"{value / base:.3f}"])
-    rows.append(["one reserve + release alone", f"{reserve:.2f}", ""])
+    base = timings["Django's PyLibMCCache (a client of its own)"]
+    rows = []
+    for name in runs:
+        ratio = statistics.median(
+            t / b for t, b in zip(timings[name], base, strict=True)
+        )
+        rows.append([name, f"{statistics.median(timings[name]):.2f}", f"{ratio:.3f}"])
     return rows
 
 
@@ -252,14 +279,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--pairs", type=int, default=20000, help="in-process")
+    parser.add_argument("--pairs", type=int, default=10000, help="in-process")
     parser.add_argument("--quick", action="store_true", help="1 round of 400")
     parser.add_argument("--markdown", type=Path, help="also write the tables here")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.requests, args.pairs = 1, 400, 2000
     order = [(server, name) for server in SERVERS for name in BACKENDS]
-    results: dict[tuple[str, str], list[dict[str, float]]] = {key: [] for key in order}
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in order}
     rng = random.Random(args.seed)
     with MemcachedServer() as memcached:
         for n in range(args.rounds):
@@ -326,10 +353,11 @@ def main() -> None:
         f"{THREADS_PER_WORKER}. conns opened: memcached total_connections "
         "delta over the round. x stock: median of per-round ratios of req/s.",
         "",
-        "Reserving per cache call vs per request (in process, one thread, "
-        f"us per get + set pair, median of 7 x {args.pairs}):",
+        "In process, one thread, no HTTP: us per cache get + set pair, median "
+        f"of 7 x {args.pairs}, interleaved; x stock: median of per-repetition "
+        "ratios.",
         "",
-        *markdown_table(["reservation", "us per pair", "x per request"], micro),
+        *markdown_table(["backend", "us per pair", "x stock"], micro),
     ]
     text = "\n".join(lines)
     print(text)
