@@ -228,3 +228,21 @@ def test_manage_mcpool_ping_fails_for_a_down_server(memcached: MemcachedServer) 
     assert ping.returncode == 1
     assert f"{down}  FAILED" in ping.stdout
     assert "1 of 2 servers did not answer" in ping.stderr
+
+
+def test_async_calls_share_the_pool(fresh_memcached: MemcachedServer) -> None:
+    # Django runs an async view's cache calls (aget, aset, ...) in threads;
+    # they reserve from the same pool as the sync calls.
+    import asyncio
+
+    cache = backend(fresh_memcached.address, **pool_options())
+
+    async def main() -> list[Any]:
+        await asyncio.gather(*(cache.aset(f"a{n}", n) for n in range(32)))
+        return list(await asyncio.gather(*(cache.aget(f"a{n}") for n in range(32))))
+
+    base = int(fresh_memcached.stats()["total_connections"])
+    assert asyncio.run(main()) == list(range(32))
+    opened = int(fresh_memcached.stats()["total_connections"]) - base
+    assert 0 < opened <= POOL_SIZE + 1  # + 1: the stats question itself
+    assert cache.pool.stats().in_use == 0
