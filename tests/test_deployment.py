@@ -123,7 +123,7 @@ def gunicorn(*options: str) -> Callable[[int], list[str]]:
     return command
 
 
-def uwsgi(*options: str) -> Callable[[int], list[str]]:
+def uwsgi(*options: str, entry: str = ENTRY) -> Callable[[int], list[str]]:
     def command(port: int) -> list[str]:
         return [
             tool("uwsgi"),
@@ -137,7 +137,7 @@ def uwsgi(*options: str) -> Callable[[int], list[str]]:
             "--home",
             sys.prefix,
             "--module",
-            ENTRY,
+            entry,
             "--need-app",
             "--disable-logging",
             *options,
@@ -257,6 +257,15 @@ DEPLOYMENTS = [
         processes=2,
         pool_size=4,
         before_fork=1,
+        env=USE_POOL_AT_IMPORT,
+    ),
+    Deployment(
+        "django-uwsgi",
+        uwsgi(entry=DJANGO_PRELOAD_ENTRY),
+        processes=2,
+        pool_size=4,
+        before_fork=1,
+        stop_signal=signal.SIGINT,
         env=USE_POOL_AT_IMPORT,
     ),
     Deployment(
