@@ -151,8 +151,12 @@ def _make_client(servers: list[str], options: Mapping[str, Any]) -> Client:
             timeout=options.get("server_timeout", DEFAULT_SERVER_TIMEOUT),
         )
     except (TypeError, ValueError) as exc:
+        shown = {
+            name: "***" if name == "password" else value
+            for name, value in options.items()
+        }
         raise ImproperlyConfigured(
-            f"CACHES OPTIONS {dict(options)!r} for {servers!r}: {exc}"
+            f"CACHES OPTIONS {shown!r} for {servers!r}: {exc}"
         ) from None
 
 

@@ -185,6 +185,16 @@ def test_a_malformed_pool_option_is_named_on_first_use() -> None:
         cache.get("k")
 
 
+def test_a_malformed_client_option_is_named_without_the_password() -> None:
+    cache = PyLibMCCache(
+        "127.0.0.1:11211",
+        {"OPTIONS": {"username": "u", "password": "s3cret", "binary": False}},
+    )
+    with pytest.raises(ImproperlyConfigured, match="binary protocol") as info:
+        cache.get("k")
+    assert "s3cret" not in str(info.value)
+
+
 def test_importing_without_django_names_the_extra() -> None:
     code = "import sys; sys.modules['django'] = None; import mcpool.django"
     result = subprocess.run(
