@@ -123,7 +123,7 @@ def gunicorn(*options: str) -> Callable[[int], list[str]]:
     return command
 
 
-def uwsgi(*options: str) -> Callable[[int], list[str]]:
+def uwsgi(*options: str, entry: str = ENTRY) -> Callable[[int], list[str]]:
     def command(port: int) -> list[str]:
         return [
             tool("uwsgi"),
@@ -137,7 +137,7 @@ def uwsgi(*options: str) -> Callable[[int], list[str]]:
             "--home",
             sys.prefix,
             "--module",
-            ENTRY,
+            entry,
             "--need-app",
             "--disable-logging",
             *options,
@@ -145,6 +145,38 @@ def uwsgi(*options: str) -> Callable[[int], list[str]]:
 
     return command
 
+
+def django_runserver(port: int) -> list[str]:
+    # Django's development server: wsgiref with a thread per request.
+    return [
+        sys.executable,
+        "-m",
+        "django",
+        "runserver",
+        f"127.0.0.1:{port}",
+        "--noreload",
+        f"--settings={DJANGO_SETTINGS}",
+    ]
+
+
+def django_gunicorn(*options: str) -> Callable[[int], list[str]]:
+    def command(port: int) -> list[str]:
+        return [
+            tool("gunicorn"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            *options,
+            DJANGO_PRELOAD_ENTRY if "--preload" in options else DJANGO_ENTRY,
+        ]
+
+    return command
+
+
+DJANGO_SETTINGS = "examples.django_site.settings"
+DJANGO_ENTRY = "examples.django_site.wsgi:application"
+DJANGO_PRELOAD_ENTRY = "deploy_django:application"  # tests/deploy_django.py
 
 USE_POOL_AT_IMPORT = {"DEPLOY_USE_POOL_AT_IMPORT": "1"}
 THREAD_MAPPED = {"MCPOOL_POOL": "thread"}
@@ -209,6 +241,32 @@ DEPLOYMENTS = [
         before_fork=1,
         stop_signal=signal.SIGINT,
         env={**USE_POOL_AT_IMPORT, **THREAD_MAPPED},
+    ),
+    # The Django example project (examples/django_site, mcpool.django's
+    # backend), with the same routes and the same environment variables.
+    Deployment("django-runserver", django_runserver, processes=1, pool_size=4),
+    Deployment(
+        "django-gunicorn-gthread",
+        django_gunicorn("-k", "gthread", "--threads", "4"),
+        processes=2,
+        pool_size=4,
+    ),
+    Deployment(
+        "django-gunicorn-preload",
+        django_gunicorn("-k", "gthread", "--threads", "4", "--preload"),
+        processes=2,
+        pool_size=4,
+        before_fork=1,
+        env=USE_POOL_AT_IMPORT,
+    ),
+    Deployment(
+        "django-uwsgi",
+        uwsgi(entry=DJANGO_PRELOAD_ENTRY),
+        processes=2,
+        pool_size=4,
+        before_fork=1,
+        stop_signal=signal.SIGINT,
+        env=USE_POOL_AT_IMPORT,
     ),
     Deployment(
         "gunicorn-gevent",

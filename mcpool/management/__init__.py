@@ -1,0 +1,1 @@
+"""Django management commands of mcpool (with ``"mcpool"`` in ``INSTALLED_APPS``)."""
