@@ -51,7 +51,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from .errors import PoolClosed, PoolTimeout
+from .errors import PoolClosed, PoolTimeout, TooManyRequests
 from .fork import abandon, new_fork_marker, reset_lock, watch_for_forks
 from .leaks import LeakDetector, NoLeakDetector
 from .lease import Lease
@@ -254,6 +254,9 @@ class Pool(Generic[T]):
         construction and replaced when discarded.
     :param timeout: default seconds :meth:`reserve` waits before raising
         :class:`~mcpool.PoolTimeout`; ``math.inf`` waits forever.
+    :param max_waiting: the most callers waiting in line at once; one more
+        raises :class:`~mcpool.TooManyRequests` at once instead of waiting.
+        ``None`` (the default) lets any number wait; ``0`` lets nobody wait.
     :param max_idle: close idle items above *min_idle* after this many
         seconds unused (checked when items come back, and by :meth:`prune`).
     :param max_spare: keep at most this many items idle; when one more comes
@@ -299,6 +302,7 @@ class Pool(Generic[T]):
         *,
         min_idle: int = 0,
         timeout: float = 30.0,
+        max_waiting: int | None = None,
         max_idle: float | None = None,
         max_spare: int | None = None,
         max_lifetime: float | None = None,
@@ -326,6 +330,7 @@ class Pool(Generic[T]):
                 f"lifetime_jitter must be in [0, 1), got {lifetime_jitter}"
             )
         self.timeout = timeout
+        self.max_waiting = max_waiting
         self.factory = factory
         self.max_size = max_size
         self.min_idle = min_idle
@@ -346,6 +351,7 @@ class Pool(Generic[T]):
         self._aged = max_idle is not None or max_lifetime is not None
         self._generation = 0
         self._recovered = 0
+        self._rejected = 0
         self._init_state()
         self._update_vetting()
         watch_for_forks(self)
@@ -382,6 +388,21 @@ class Pool(Generic[T]):
     def timeout(self, seconds: float) -> None:
         self._timeout = wait_seconds(seconds)
         self._timeout_setting = seconds
+
+    @property
+    def max_waiting(self) -> int | None:
+        """The most callers waiting in line at once; ``None`` for no bound.
+
+        Setting it takes effect for the next caller that would wait; callers
+        already in line stay there.
+        """
+        return self._max_waiting
+
+    @max_waiting.setter
+    def max_waiting(self, count: int | None) -> None:
+        if count is not None:
+            whole_number(count, "max_waiting")
+        self._max_waiting = count
 
     @property
     def check(self) -> Callable[[T], object] | None:
@@ -503,6 +524,7 @@ class Pool(Generic[T]):
                 total_wait=self._total_wait,
                 max_wait=self._max_wait,
                 recovered=self._recovered,
+                rejected=self._rejected,
             )
 
     @property
@@ -598,6 +620,10 @@ class Pool(Generic[T]):
                             raise PoolTimeout(
                                 self._timeout_message(seconds or 0.0, block)
                             )
+                        limit = self._max_waiting
+                        if limit is not None and len(self._waiters) >= limit:
+                            self._rejected += 1
+                            raise TooManyRequests(self._overload_message(limit))
                         waiter = _Waiter(reservation)
                         self._waiters.append(waiter)
                         # A lock-free return may have come between the test
@@ -1031,6 +1057,18 @@ class Pool(Generic[T]):
 
     def _on_fork(self) -> None:
         """Subclass hook, run in a forked child before the state is reset."""
+
+    def _overload_message(self, limit: int) -> str:
+        idle = len(self._idle)
+        size = len(self._slots)
+        return (
+            f"{self.name}: {len(self._waiters)} callers already waiting, "
+            f"max_waiting={limit} (size={size}, max_size={self.max_size}, "
+            f"in_use={size - idle}, idle={idle}); the pool is overloaded: answer "
+            "'busy' and let the client retry later, raise max_size if the "
+            "servers can take more connections, hold items for less time, or "
+            "raise max_waiting to let more callers queue"
+        )
 
     def _timeout_message(self, waited: float, block: bool) -> str:
         idle = len(self._idle)

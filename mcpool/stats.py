@@ -46,3 +46,6 @@ class PoolStats:
     #: exception) and whose slot the pool freed; each is logged with the
     #: line that reserved it
     recovered: int = 0
+    #: reservations refused at once with :class:`~mcpool.TooManyRequests`
+    #: because *max_waiting* callers were already waiting
+    rejected: int = 0

@@ -318,6 +318,8 @@ class ThreadMappedPool(ClientPool):
         for the next threads.
     :param timeout: seconds a thread waits for a client when *max_size* are
         bound to other threads.
+    :param max_waiting: the most threads waiting for a client at once; one
+        more raises :class:`~mcpool.TooManyRequests` at once.
     :param max_idle: close spares unused for this many seconds.
 
     The other keyword arguments are :class:`~mcpool.ClientPool`'s.
@@ -343,6 +345,7 @@ class ThreadMappedPool(ClientPool):
         *,
         max_spare: int = 8,
         timeout: float = 2.0,
+        max_waiting: int | None = None,
         max_idle: float | None = None,
         discard_on: Callable[[BaseException], bool] = is_fatal_error,
         clock: Callable[[], float] = time.monotonic,
@@ -372,6 +375,7 @@ class ThreadMappedPool(ClientPool):
             master,
             sys.maxsize if max_size is None else max_size,
             timeout=timeout,
+            max_waiting=max_waiting,
             max_idle=max_idle,
             max_spare=max_spare,
             discard_on=discard_on,
