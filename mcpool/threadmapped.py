@@ -320,6 +320,8 @@ class ThreadMappedPool(ClientPool):
         bound to other threads.
     :param max_waiting: the most threads waiting for a client at once; one
         more raises :class:`~mcpool.TooManyRequests` at once.
+    :param keepalive: check a spare idle at least this many seconds before a
+        thread takes it (:meth:`~mcpool.ClientPool.answers`).
     :param max_idle: close spares unused for this many seconds.
 
     The other keyword arguments are :class:`~mcpool.ClientPool`'s.
@@ -346,6 +348,7 @@ class ThreadMappedPool(ClientPool):
         max_spare: int = 8,
         timeout: float = 2.0,
         max_waiting: int | None = None,
+        keepalive: float | None = None,
         max_idle: float | None = None,
         discard_on: Callable[[BaseException], bool] = is_fatal_error,
         clock: Callable[[], float] = time.monotonic,
@@ -376,6 +379,7 @@ class ThreadMappedPool(ClientPool):
             sys.maxsize if max_size is None else max_size,
             timeout=timeout,
             max_waiting=max_waiting,
+            keepalive=keepalive,
             max_idle=max_idle,
             max_spare=max_spare,
             discard_on=discard_on,
