@@ -172,6 +172,30 @@ class ClientPool(Pool[Any]):
             self._grant_free_slots()
         self._replenish()
 
+    def replace_master(self, mc: Any) -> None:
+        """Serve clones of *mc* from now on, and replace the old clones.
+
+        The way to change servers (or credentials, or the client class) while
+        the pool runs: build a client for the new servers and pass it here.
+        Idle clones of the old master are closed now, clones in use when they
+        come back (:meth:`~mcpool.Pool.drain`); no request fails because of
+        it, and each request uses one master's clone from start to end.
+        Behaviours set with :meth:`set_behaviors` before are not carried
+        over: *mc* brings its own.
+
+        >>> new = mcpool.Client(["10.0.0.7:11211", "10.0.0.8:11211"])  # doctest: +SKIP
+        >>> pool.replace_master(new)  # doctest: +SKIP
+
+        .. versionadded:: 0.1
+        """
+        if mc is None:
+            raise PoolError("replace_master needs a client to clone, got None")
+        with self._lock:
+            self.master = mc
+            self._keepalive_keys = None
+            self._behaviors = {}
+        self.drain()
+
     def set_behaviors(self, behaviors: Mapping[str, Any]) -> None:
         """Set behaviours on the master and on every clone.
 

@@ -388,6 +388,10 @@ class Pool(Generic[T]):
         self._waits = 0
         self._total_wait = 0.0
         self._max_wait = 0.0
+        # Items in use that resize() or drain() wants gone when they come
+        # back; _replacing also covers a pool above its max_size.
+        self._retiring: set[_Slot] = set()
+        self._replacing = False
         # Last: in a child forked without at-fork hooks, a thread that reads
         # the new marker skips the reset, so everything it reads next must
         # already be the child's own.
@@ -449,7 +453,11 @@ class Pool(Generic[T]):
             or self.leak_timeout is not None
             or not _GIL
         )
-        self._plain = not self._vetted and self._max_spare is None
+        # While items are being replaced every return takes the slow path,
+        # which decides under the lock whether the item goes.
+        self._plain = (
+            not self._vetted and self._max_spare is None and not self._replacing
+        )
 
     @property
     def max_spare(self) -> int | None:
@@ -578,6 +586,95 @@ class Pool(Generic[T]):
         self._close_items(dropped)
         self._replenish()
         return len(dropped)
+
+    def resize(self, max_size: int) -> None:
+        """Change the most items alive at once, while the pool runs.
+
+        Growing lets callers in line make items at once. Shrinking closes
+        idle items now, least recently used first, and items in use as they
+        come back, until the pool is within *max_size*; meanwhile no new item
+        is made and returning items serve no waiter. No caller fails because
+        of it: those in line keep waiting, within their timeouts.
+
+        :raises TypeError: *max_size* is not an ``int``.
+        :raises ValueError: *max_size* is below 1 or below *min_idle*.
+
+        >>> pool.resize(20)  # doctest: +SKIP
+
+        .. versionadded:: 0.1
+        """
+        whole_number(max_size, "max_size")
+        if max_size < max(1, self.min_idle):
+            raise ValueError(
+                f"max_size must be >= 1 and >= min_idle ({self.min_idle}), got "
+                f"{max_size}; lower min_idle first to shrink below it"
+            )
+        self._check_fork()
+        with self._lock:
+            self._replacing = True  # as in drain()
+            self._update_vetting()
+            self.max_size = max_size
+            dropped = []
+            while len(self._slots) > max_size and self._idle:
+                slot = self._idle.popleft()  # one at a time: see _settle
+                self._slots.discard(slot)
+                self._discarded += 1
+                dropped.append(slot)
+            self._grant_free_slots()
+            self._serve_from_idle()
+            self._note_replacing()
+        self._close_items(dropped)
+
+    def drain(self) -> None:
+        """Replace every item: idle ones now, those in use as they come back.
+
+        New items come from the factory as callers need them. For a change
+        that existing items do not pick up: new servers or credentials behind
+        the factory, a rotated password. No caller fails because of it:
+        an item in use stays with its holder until the block ends.
+
+        >>> pool.drain()  # doctest: +SKIP
+
+        .. versionadded:: 0.1
+        """
+        self._check_fork()
+        with self._lock:
+            # The slow return path first: a lock-free return that passed its
+            # test before this line has put its item in _idle already.
+            self._replacing = True
+            self._update_vetting()
+            dropped = self._drain_idle()
+            # Those in use, and those still being made (perhaps from the old
+            # settings).
+            self._retiring.update(self._slots)
+            self._grant_free_slots()
+            self._note_replacing()
+        self._close_items(dropped)
+        self._replenish()
+
+    def _note_replacing(self, leaving: int = 0) -> None:
+        """Turn the slow return path on or off for resize/drain; lock held.
+
+        *leaving*: slots about to be discarded by the caller.
+        """
+        self._retiring.intersection_update(self._slots)  # lost ones are gone
+        replacing = bool(self._retiring) or len(self._slots) - leaving > self.max_size
+        if replacing != self._replacing:
+            self._replacing = replacing
+            self._update_vetting()
+
+    def _retire(self, slot: _Slot) -> bool:
+        """Whether a returning item goes, because of resize/drain; lock held.
+
+        The caller (:meth:`_give_back`) discards it and counts it.
+        """
+        if slot in self._retiring:
+            self._retiring.discard(slot)
+            retire = True
+        else:
+            retire = len(self._slots) > self.max_size
+        self._note_replacing(leaving=retire)
+        return retire
 
     def __enter__(self) -> Pool[T]:
         return self
@@ -810,6 +907,8 @@ class Pool(Generic[T]):
                 # parent owns it. Never use it, never free it.
                 abandon(slot.item)
                 return
+            if self._replacing and self._retire(slot):
+                discard = True
             if discard or self._closed:
                 self._slots.discard(slot)
                 self._discarded += 1

@@ -484,6 +484,15 @@ class ThreadMappedPool(ClientPool):
             else:
                 self._unbind(binding, discard=False)
             raise PoolClosed(f"{self.name} is closed; nothing can be reserved from it")
+        if binding.held[-1]._slot in self._retiring:
+            # drain() wants this client replaced: now, unless a block of this
+            # thread is using it; then at the next outermost reserve (the
+            # epoch stays stale until then).
+            if binding.depth == 0:
+                self._unbind(binding, discard=True)
+                return self._bind(block, timeout)
+            binding.depth += 1
+            return binding
         epoch = self._epoch
         if self._behaviors_version:
             with self._lock:
@@ -683,6 +692,19 @@ class ThreadMappedPool(ClientPool):
         >>> pool.set_behaviors({"tcp_nodelay": True})  # doctest: +SKIP
         """
         super().set_behaviors(behaviors)
+        with self._lock:
+            stale, self._epoch = self._epoch, _new_epoch()
+            if self._closed:
+                self._epoch[0] = 0
+            stale[0] = 0
+
+    def drain(self) -> None:
+        """Replace every client: spares now, each thread's at its next
+        outermost :meth:`reserve` (or when it ends or relinquishes).
+
+        >>> pool.drain()  # doctest: +SKIP
+        """
+        super().drain()
         with self._lock:
             stale, self._epoch = self._epoch, _new_epoch()
             if self._closed:
