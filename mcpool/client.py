@@ -43,6 +43,7 @@ from .keys import MAX_KEY_LENGTH, wire_key, wire_keys, wire_prefix
 __all__ = [
     "DEFAULT_BEHAVIORS",
     "DEFAULT_TIMEOUT",
+    "PROXY_BEHAVIORS",
     "SASL_MIN_LIBMEMCACHED",
     "Client",
     "libmemcached_version",
@@ -76,6 +77,16 @@ DEFAULT_BEHAVIORS: Mapping[str, Any] = {
     "tcp_nodelay": True,
     # Let the kernel notice connections whose peer vanished.
     "tcp_keepalive": True,
+}
+
+#: The behaviours :meth:`Client.for_proxy` sets over :data:`DEFAULT_BEHAVIORS`,
+#: for a client whose one server is a proxy (twemproxy) that spreads keys over
+#: the real servers: no consistent hashing of its own (one server: modula and
+#: the cheap default hash), the failover settings kept, so that a proxy that
+#: is down costs one timeout and then fails fast until retry_timeout.
+PROXY_BEHAVIORS: Mapping[str, Any] = {
+    "ketama": False,
+    "hash": "default",
 }
 
 _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = tuple(
@@ -116,6 +127,8 @@ _BROKEN_TYPES: tuple[type[BaseException], ...] = tuple(
 #: The writes that ``retry_writes=True`` repeats once on a broken connection:
 #: those that leave the same state when applied twice. incr, decr, append
 #: and prepend are never repeated.
+_SERVER_ERROR: type[BaseException] = getattr(pylibmc, "ServerError", pylibmc.Error)
+
 _REPEATABLE_WRITES = frozenset({"set", "add", "replace", "cas", "delete", "touch"})
 
 #: libmemcached return codes that pylibmc raises as a bare ``pylibmc.Error``
@@ -304,6 +317,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
     """
 
     _retry_writes = False
+    _proxy = False
 
     def __init__(
         self,
@@ -341,6 +355,53 @@ class Client(pylibmc.Client):  # type: ignore[misc]
             username=username,
             password=password,
         )
+
+    @classmethod
+    def for_proxy(
+        cls,
+        address: str,
+        behaviors: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = 1.0,
+        retry_writes: bool = False,
+    ) -> Client:
+        """A client for one memcached proxy (twemproxy) at *address*.
+
+        The text protocol (twemproxy does not speak the binary one, so no
+        SASL either), :data:`PROXY_BEHAVIORS` over the defaults, and a
+        *timeout* longer than the proxy's own server timeout, so that the
+        proxy reports a failed server before the client gives up on the
+        proxy. See :doc:`/scale-out`.
+
+        >>> mc = Client.for_proxy("127.0.0.1:22121")  # doctest: +SKIP
+        >>> pool = ClientPool(mc, 8)  # doctest: +SKIP
+
+        .. versionadded:: 0.1
+        """
+        merged = dict(PROXY_BEHAVIORS)
+        merged.update(behaviors or {})
+        client = cls(
+            [address],
+            behaviors=merged,
+            binary=False,
+            timeout=timeout,
+            retry_writes=retry_writes,
+        )
+        client._proxy = True
+        return client
+
+    def _is_unavailable(self, exc: BaseException) -> bool:
+        """:func:`is_unavailable`, and a proxy's ``SERVER_ERROR``.
+
+        From a proxy, ``SERVER_ERROR`` means the key's server failed, not the
+        proxy. libmemcached 1.0.16 takes it as its one server failing and
+        fails every call for *retry_timeout* (``ServerDown``, measured): all
+        keys would miss. Dropping the connection clears that record.
+        """
+        if self._proxy and isinstance(exc, _SERVER_ERROR):
+            self.disconnect_all()
+            return True
+        return is_unavailable(exc)
 
     def clone(self) -> Client:
         """A new client with the same servers, behaviours and credentials.
@@ -388,7 +449,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
             return _get(self, key, default)
         except pylibmc.Error as exc:
             if not connection_broke(exc):
-                if is_unavailable(exc):
+                if self._is_unavailable(exc):
                     return default
                 _explain_authentication(exc)
                 raise
@@ -410,7 +471,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
             return _gets(self, key)  # type: ignore[no-any-return]
         except pylibmc.Error as exc:
             if not connection_broke(exc):
-                if is_unavailable(exc):
+                if self._is_unavailable(exc):
                     return None, None
                 _explain_authentication(exc)
                 raise
@@ -637,7 +698,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
             try:
                 all_deleted &= bool(_Base.delete(self, raw_prefix + _as_bytes(key)))
             except pylibmc.Error as exc:
-                if is_unavailable(exc):
+                if self._is_unavailable(exc):
                     raise self._unavailable(exc, "delete_multi", keys[index:]) from exc
                 _explain_authentication(exc)
                 raise
@@ -661,7 +722,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
             else:
                 super().incr_multi(keys, delta=delta)
         except pylibmc.Error as exc:
-            if is_unavailable(exc):
+            if self._is_unavailable(exc):
                 raise self._unavailable(exc, "incr_multi", keys) from exc
             _explain_authentication(exc)
             raise
@@ -731,7 +792,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
                 and connection_broke(exc)
             ):
                 return self._write_again(method, name, key, *args)
-            if is_unavailable(exc):
+            if self._is_unavailable(exc):
                 raise self._unavailable(exc, name, [key]) from exc
             _explain_authentication(exc)
             raise
@@ -757,7 +818,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
                 and connection_broke(exc)
             ):
                 return bool(self._write_again(method, name, key, *args))
-            if is_unavailable(exc):
+            if self._is_unavailable(exc):
                 raise self._unavailable(exc, name, [key]) from exc
             _explain_authentication(exc)
             raise
@@ -801,7 +862,7 @@ class Client(pylibmc.Client):  # type: ignore[misc]
                 failed.append(key)
                 continue
             except pylibmc.Error as exc:
-                if is_unavailable(exc):
+                if self._is_unavailable(exc):
                     not_stored = failed + [k for k, _ in items[index:]]
                     raise self._unavailable(exc, f"{name}_multi", not_stored) from exc
                 _explain_authentication(exc)
