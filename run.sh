@@ -11,11 +11,11 @@
 #                       Pythons and pylibmc builds
 #
 # Arguments after the job go to the demo or to pytest. Each job first installs
-# what is missing: the memcached server, the SASL tools and wrk from the system
-# packages (apt, as root or through sudo), a virtualenv, and the package with
-# its development tools and a pylibmc binding. The demo installs only what it
-# runs: memcached, and mcpool with pylibmc and Flask in a virtualenv of its own
-# (.venv-demo), showing pip's progress. Variables:
+# what is missing: the memcached server, twemproxy, the SASL tools and wrk
+# from the system packages (apt, as root or through sudo), a virtualenv, and
+# the package with its development tools and a pylibmc binding. The demo
+# installs only what it runs: memcached, and mcpool with pylibmc and Flask in
+# a virtualenv of its own (.venv-demo), showing pip's progress. Variables:
 #
 #   PYTHON          the interpreter the virtualenv is made from (python3)
 #   MCPOOL_PYLIBMC  which distribution provides the module pylibmc: pylibmc
@@ -62,6 +62,8 @@ apt_install() {
 install_system_packages() {
     local missing=()
     command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+    # twemproxy, the proxy of the scale-out tests (tests/test_twemproxy.py).
+    command -v nutcracker >/dev/null 2>&1 || missing+=(nutcracker)
     command -v saslpasswd2 >/dev/null 2>&1 || missing+=(sasl2-bin)
     # The SASL PLAIN plugin, for memcached -S and for the client side.
     compgen -G "/usr/lib/*/sasl2/libplain.so*" >/dev/null || missing+=(libsasl2-modules)

@@ -33,6 +33,7 @@ from .errors import (
     PoolError,
     PoolTimeout,
     ServerUnavailable,
+    TooManyRequests,
     ValueTooLarge,
 )
 from .keys import safe_key, validate_key
@@ -67,6 +68,7 @@ __all__ = [
     "ThreadBinding",
     "ThreadLease",
     "ThreadMappedPool",
+    "TooManyRequests",
     "ValueTooLarge",
     "is_fatal_error",
     "safe_key",

@@ -44,6 +44,7 @@ from .servers import ServerHealth, parse_servers
 __all__ = [
     "DEFAULT_BEHAVIORS",
     "DEFAULT_TIMEOUT",
+    "PROXY_BEHAVIORS",
     "SASL_MIN_LIBMEMCACHED",
     "Client",
     "libmemcached_version",
@@ -82,6 +83,16 @@ DEFAULT_BEHAVIORS: Mapping[str, Any] = {
     "tcp_keepalive": True,
 }
 
+#: The behaviours :meth:`Client.for_proxy` sets over :data:`DEFAULT_BEHAVIORS`,
+#: for a client whose one server is a proxy (twemproxy) that spreads keys over
+#: the real servers: no consistent hashing of its own (one server: modula and
+#: the cheap default hash), the failover settings kept, so that a proxy that
+#: is down costs one timeout and then fails fast until retry_timeout.
+PROXY_BEHAVIORS: Mapping[str, Any] = {
+    "ketama": False,
+    "hash": "default",
+}
+
 _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = tuple(
     getattr(pylibmc, name)
     for name in (
@@ -98,6 +109,31 @@ _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = tuple(
     )
     if hasattr(pylibmc, name)
 )
+
+#: What libmemcached raises when the server closed the connection under a
+#: request (it restarted, or was killed), as opposed to a server that does not
+#: answer in time (a timeout) or that is already known to have failed
+#: (``ServerDown``, ``ServerDead``). Measured after a memcached restart:
+#: ``get`` raises ``ConnectionError`` (error 3) on libmemcached 1.0.16 and
+#: 1.1.4; binary ``get_multi`` and ``gets`` raise ``SomeErrors`` (error 19).
+_BROKEN_TYPES: tuple[type[BaseException], ...] = tuple(
+    getattr(pylibmc, name)
+    for name in (
+        "ConnectionError",
+        "ReadError",
+        "WriteError",
+        "UnknownReadFailure",
+        "SomeErrors",
+    )
+    if hasattr(pylibmc, name)
+)
+
+#: The writes that ``retry_writes=True`` repeats once on a broken connection:
+#: those that leave the same state when applied twice. incr, decr, append
+#: and prepend are never repeated.
+_SERVER_ERROR: type[BaseException] = getattr(pylibmc, "ServerError", pylibmc.Error)
+
+_REPEATABLE_WRITES = frozenset({"set", "add", "replace", "cas", "delete", "touch"})
 
 #: libmemcached return codes that pylibmc raises as a bare ``pylibmc.Error``
 #: and that mean the server did not answer: MEMCACHED_ERRNO (26, a socket
@@ -186,6 +222,20 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def connection_broke(exc: BaseException) -> bool:
+    """Whether a pylibmc error means the connection broke under the request.
+
+    Such a request may succeed at once on a new connection (the server
+    restarted); a timeout, or a server already marked as failed, would not.
+
+    >>> connection_broke(pylibmc.ConnectionError("reset"))
+    True
+    >>> connection_broke(pylibmc.ServerDown("disabled until timed retry"))
+    False
+    """
+    return isinstance(exc, _BROKEN_TYPES)
+
+
 def _with_checked_namespace(
     behaviors: Mapping[str, Any], length: int
 ) -> tuple[dict[str, Any], int]:
@@ -246,6 +296,12 @@ class Client(pylibmc.Client):
     :param password: SASL password.
     :param timeout: seconds to connect and then per socket read or write;
         past it the server is unavailable (:func:`timeout_behaviors`).
+    :param retry_writes: repeat ``set``, ``add``, ``replace``, ``cas``,
+        ``delete`` and ``touch`` once on a new connection when the
+        connection broke under them, as reads always are. Off by default: a
+        write whose connection broke after the server received it may then
+        be applied twice (an ``add`` then answers ``False``). ``incr``,
+        ``decr``, ``append`` and ``prepend`` are never repeated.
     :raises mcpool.InvalidKey: if the ``namespace`` behaviour is not a valid
         key prefix.
     :raises ValueError: for SASL credentials with ``binary=False``, or half
@@ -255,7 +311,9 @@ class Client(pylibmc.Client):
         logins fail at random; the message says which build to use.
 
     Reads whose server is unavailable return a miss; writes raise
-    :class:`~mcpool.ServerUnavailable`. A value over the item size limit
+    :class:`~mcpool.ServerUnavailable`. A read whose connection broke (the
+    server restarted) is tried once more on a new connection before it
+    misses (:doc:`/overload`). A value over the item size limit
     raises :class:`~mcpool.ValueTooLarge`, and the key holds no value after.
 
     >>> mc = Client(["127.0.0.1:11211"], behaviors={"dead_timeout": 10})
@@ -264,6 +322,9 @@ class Client(pylibmc.Client):
     >>> mc.clone().__class__ is Client
     True
     """
+
+    _retry_writes = False
+    _proxy = False
 
     def __init__(
         self,
@@ -274,6 +335,7 @@ class Client(pylibmc.Client):
         password: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        retry_writes: bool = False,
     ) -> None:
         if (username is None) != (password is None):
             raise ValueError("SASL needs both a username and a password")
@@ -285,6 +347,7 @@ class Client(pylibmc.Client):
             )
         if username is not None:
             _refuse_unreliable_sasl()
+        self._retry_writes = bool(retry_writes)
         merged: dict[str, Any] = dict(DEFAULT_BEHAVIORS)
         merged.update(timeout_behaviors(timeout))
         merged.update(behaviors or {})
@@ -311,6 +374,40 @@ class Client(pylibmc.Client):
             username=username,
             password=password,
         )
+
+    @classmethod
+    def for_proxy(
+        cls,
+        address: str,
+        behaviors: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = 1.0,
+        retry_writes: bool = False,
+    ) -> Client:
+        """A client for one memcached proxy (twemproxy) at *address*.
+
+        The text protocol (twemproxy does not speak the binary one, so no
+        SASL either), :data:`PROXY_BEHAVIORS` over the defaults, and a
+        *timeout* longer than the proxy's own server timeout, so that the
+        proxy reports a failed server before the client gives up on the
+        proxy. See :doc:`/scale-out`.
+
+        >>> mc = Client.for_proxy("127.0.0.1:22121")  # doctest: +SKIP
+        >>> pool = ClientPool(mc, 8)  # doctest: +SKIP
+
+        .. versionadded:: 0.1
+        """
+        merged = dict(PROXY_BEHAVIORS)
+        merged.update(behaviors or {})
+        client = cls(
+            [address],
+            behaviors=merged,
+            binary=False,
+            timeout=timeout,
+            retry_writes=retry_writes,
+        )
+        client._proxy = True
+        return client
 
     def clone(self) -> Client:
         """A new client with the same servers, behaviours and credentials.
@@ -360,7 +457,15 @@ class Client(pylibmc.Client):
         try:
             return _get(self, key, default)
         except pylibmc.Error as exc:
-            if self._met_unavailable(exc, key):
+            if not connection_broke(exc):
+                if self._met_unavailable(exc, key):
+                    return default
+                _explain_authentication(exc)
+                raise
+        try:
+            return self._on_new_connection(_get, key, default)
+        except pylibmc.Error as exc:
+            if self._met_unavailable(exc, key) or connection_broke(exc):
                 return default
             _explain_authentication(exc)
             raise
@@ -374,9 +479,17 @@ class Client(pylibmc.Client):
         if self._nothing_answers():
             return None, None
         try:
-            return super().gets(key)
+            return _gets(self, key)  # type: ignore[no-any-return]
         except pylibmc.Error as exc:
-            if self._met_unavailable(exc, key):
+            if not connection_broke(exc):
+                if self._met_unavailable(exc, key):
+                    return None, None
+                _explain_authentication(exc)
+                raise
+        try:
+            return self._on_new_connection(_gets, key)  # type: ignore[no-any-return]
+        except pylibmc.Error as exc:
+            if self._met_unavailable(exc, key) or connection_broke(exc):
                 return None, None
             _explain_authentication(exc)
             raise
@@ -395,14 +508,21 @@ class Client(pylibmc.Client):
         keys = wire_keys(keys, prefix_length)
         if self._nothing_answers():
             return {}
+        options = {"key_prefix": prefix} if prefix else {}
         try:
-            if prefix:
-                return _get_multi(self, keys, key_prefix=prefix)  # type: ignore[no-any-return]
-            return _get_multi(self, keys)  # type: ignore[no-any-return]
+            return _get_multi(self, keys, **options)  # type: ignore[no-any-return]
         except pylibmc.Error as exc:
-            if not self._met_unavailable(exc):
-                _explain_authentication(exc)
-                raise
+            if not connection_broke(exc):
+                if not self._met_unavailable(exc):
+                    _explain_authentication(exc)
+                    raise
+            else:
+                try:
+                    return self._on_new_connection(_get_multi, keys, **options)  # type: ignore[no-any-return]
+                except pylibmc.Error as again:
+                    if not (self._met_unavailable(again) or connection_broke(again)):
+                        _explain_authentication(again)
+                        raise
         # One mget spans every server and fails as a whole; single gets let
         # the healthy servers answer. A server that just failed fails fast
         # now (it is in its retry_timeout), so this costs little extra.
@@ -643,6 +763,40 @@ class Client(pylibmc.Client):
     def _namespace_length(self, length: int) -> None:
         self._key_limit = MAX_KEY_LENGTH - length
 
+    def _on_new_connection(
+        self, method: Callable[..., Any], *args: Any, **kw: Any
+    ) -> Any:
+        """Call *method* once more, on a new connection, after this client's
+        connection broke under it.
+
+        On a clone: a clone starts with no record of failed servers.
+        libmemcached 1.0.16 marks the server failed for *retry_timeout* after
+        a broken connection, so this client would fail the call at once
+        (``ServerDown``, error 47), and a server that is really down keeps
+        that mark, as ejection needs. Only when the server answered the
+        clone does this client drop its connections, and with them the mark
+        (``disconnect_all`` clears it, measured): its next call reconnects.
+        """
+        fresh = _Base.clone(self)
+        try:
+            result = method(fresh, *args, **kw)
+        finally:
+            fresh.disconnect_all()
+        self.disconnect_all()
+        return result
+
+    def _write_again(
+        self, method: Callable[..., Any], name: str, key: str | bytes, *args: Any
+    ) -> Any:
+        """A write whose connection broke, repeated once (``retry_writes``)."""
+        try:
+            return self._on_new_connection(method, key, *args)
+        except pylibmc.Error as exc:
+            if self._met_unavailable(exc, key) or connection_broke(exc):
+                raise self._unavailable(exc, name, [key]) from exc
+            _explain_authentication(exc)
+            raise
+
     def _write(
         self, method: Callable[..., Any], name: str, key: str | bytes, *args: Any
     ) -> Any:
@@ -651,6 +805,12 @@ class Client(pylibmc.Client):
         try:
             return method(self, key, *args)
         except pylibmc.Error as exc:
+            if (
+                self._retry_writes
+                and name in _REPEATABLE_WRITES
+                and connection_broke(exc)
+            ):
+                return self._write_again(method, name, key, *args)
             if self._met_unavailable(exc, key):
                 raise self._unavailable(exc, name, [key]) from exc
             _explain_authentication(exc)
@@ -673,6 +833,12 @@ class Client(pylibmc.Client):
                 [key],
             ) from exc
         except pylibmc.Error as exc:
+            if (
+                self._retry_writes
+                and name in _REPEATABLE_WRITES
+                and connection_broke(exc)
+            ):
+                return bool(self._write_again(method, name, key, *args))
             if self._met_unavailable(exc, key):
                 raise self._unavailable(exc, name, [key]) from exc
             _explain_authentication(exc)
@@ -754,7 +920,17 @@ class Client(pylibmc.Client):
     ) -> bool:
         """Whether *exc* means a server did not answer; if so, it is counted
         against *key*'s server and the servers are probed
-        (:meth:`ServerHealth.failed`)."""
+        (:meth:`ServerHealth.failed`).
+
+        From a proxy, ``SERVER_ERROR`` means the key's server failed, not the
+        proxy: the proxy is not counted. libmemcached 1.0.16 takes it as its
+        one server failing and fails every call for *retry_timeout*
+        (``ServerDown``, measured): all keys would miss. Dropping the
+        connection clears that record.
+        """
+        if self._proxy and isinstance(exc, _SERVER_ERROR):
+            self.disconnect_all()
+            return True
         if not is_unavailable(exc):
             return False
         try:
@@ -789,3 +965,4 @@ class Client(pylibmc.Client):
 _Base: Any = pylibmc.Client
 _get = _Base.get
 _get_multi = _Base.get_multi
+_gets = _Base.gets

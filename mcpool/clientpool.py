@@ -30,11 +30,23 @@ from .pool import Pool
 from .servers import ServerHealth
 from .stats import PoolStats
 
-__all__ = ["BENIGN_ERRORS", "ClientPool", "ClientT", "is_fatal_error"]
+__all__ = ["BENIGN_ERRORS", "KEEPALIVE_KEY", "ClientPool", "ClientT", "is_fatal_error"]
 
 #: The type of the clients a pool holds: ``pylibmc.Client`` or a subclass
 #: (:class:`mcpool.Client`), the type of the master given to the pool.
 ClientT = TypeVar("ClientT", bound=pylibmc.Client)
+
+#: The keys the keepalive check deletes, one per server (with a number
+#: appended): no application stores them, so the delete changes nothing.
+KEEPALIVE_KEY = "mcpool:keepalive"
+
+# Servers a client already has on record as failed: the keepalive check keeps
+# the client, whose record spares the next requests a wait.
+_MARKED_FAILED: tuple[type[BaseException], ...] = tuple(
+    getattr(pylibmc, name)
+    for name in ("ServerDown", "ServerDead")
+    if hasattr(pylibmc, name)
+)
 
 #: pylibmc errors that say something about a key or a value, not about the
 #: connection: the client that raised them is fine and goes back to the pool.
@@ -98,6 +110,10 @@ class ClientPool(Pool[ClientT]):
     :param mc: the master client; clones of it are handed out. The master
         itself is never used for requests.
     :param n_slots: the most clones alive at once.
+    :param keepalive: before handing out a client idle at least this many
+        seconds, check that each of its connections still works (see
+        :meth:`answers`), and replace it if one does not. ``None`` (the
+        default) never checks.
 
     The keyword arguments are :class:`~mcpool.Pool`'s.
 
@@ -113,6 +129,8 @@ class ClientPool(Pool[ClientT]):
         n_slots: int = 0,
         *,
         timeout: float = 2.0,
+        max_waiting: int | None = None,
+        keepalive: float | None = None,
         min_idle: int = 0,
         max_idle: float | None = None,
         max_spare: int | None = None,
@@ -126,11 +144,15 @@ class ClientPool(Pool[ClientT]):
         self.master: ClientT | None = mc
         self._behaviors_version = 0
         self._behaviors: dict[str, Any] = {}
+        self._keepalive_keys: list[str] | None = None
         super().__init__(
             self._clone,
             max_size=n_slots,
             min_idle=min_idle if mc is not None else 0,
             timeout=timeout,
+            max_waiting=max_waiting,
+            check=None if keepalive is None else self.answers,
+            keepalive=keepalive,
             max_idle=max_idle,
             max_spare=max_spare,
             max_lifetime=max_lifetime,
@@ -157,6 +179,30 @@ class ClientPool(Pool[ClientT]):
             self._grant_free_slots()
         self._replenish()
 
+    def replace_master(self, mc: Any) -> None:
+        """Serve clones of *mc* from now on, and replace the old clones.
+
+        The way to change servers (or credentials, or the client class) while
+        the pool runs: build a client for the new servers and pass it here.
+        Idle clones of the old master are closed now, clones in use when they
+        come back (:meth:`~mcpool.Pool.drain`); no request fails because of
+        it, and each request uses one master's clone from start to end.
+        Behaviours set with :meth:`set_behaviors` before are not carried
+        over: *mc* brings its own.
+
+        >>> new = mcpool.Client(["10.0.0.7:11211", "10.0.0.8:11211"])  # doctest: +SKIP
+        >>> pool.replace_master(new)  # doctest: +SKIP
+
+        .. versionadded:: 0.1
+        """
+        if mc is None:
+            raise PoolError("replace_master needs a client to clone, got None")
+        with self._lock:
+            self.master = mc
+            self._keepalive_keys = None
+            self._behaviors = {}
+        self.drain()
+
     def set_behaviors(self, behaviors: Mapping[str, Any]) -> None:
         """Set behaviours on the master and on every clone.
 
@@ -181,6 +227,50 @@ class ClientPool(Pool[ClientT]):
             self.reset = self._sync_behaviors
             for slot in list(self._idle):
                 self._sync_behaviors(slot.item)
+
+    def answers(self, client: ClientT) -> bool:
+        """Whether every server *client* is connected to still answers it.
+
+        The keepalive check: one ``delete`` of a key that no application
+        uses (:data:`KEEPALIVE_KEY`) per server, the cheapest request whose
+        failure libmemcached always reports. A ``get`` of a missing key
+        would cost the same (one round trip, a few bytes each way), but on
+        libmemcached 1.0.16 a get on a connection the server closed returns a
+        miss without an error. A server the client already has on record as
+        failed (``ServerDown``, ``ServerDead``) does not fail the check: the
+        record spares the next requests a wait. Any other pylibmc error (a
+        broken connection, a timeout on a connection a firewall cut) does.
+
+        >>> pool.answers(client)  # doctest: +SKIP
+        True
+
+        .. versionadded:: 0.1
+        """
+        for key in self._probe_keys():
+            try:
+                pylibmc.Client.delete(client, key)
+            except _MARKED_FAILED:
+                continue
+            except pylibmc.Error:
+                return False
+        return True
+
+    def _probe_keys(self) -> list[str]:
+        """One key per server of the master, found by its hash."""
+        keys = self._keepalive_keys
+        if keys is None:
+            master = self.master
+            if master is None:
+                return []
+            count = len(getattr(master, "addresses", None) or [None])
+            found: dict[int, str] = {}
+            for number in range(100 * count):
+                if len(found) == count:
+                    break
+                key = f"{KEEPALIVE_KEY}:{number}"
+                found.setdefault(pylibmc.Client.hash(master, key) % count, key)
+            keys = self._keepalive_keys = list(found.values())
+        return keys
 
     def _sync_behaviors(self, client: ClientT) -> None:
         if getattr(client, "_mcpool_behaviors", 0) != self._behaviors_version:

@@ -17,6 +17,7 @@ __all__ = [
     "PoolError",
     "PoolTimeout",
     "ServerUnavailable",
+    "TooManyRequests",
     "ValueTooLarge",
 ]
 
@@ -37,6 +38,17 @@ class PoolTimeout(PoolError, queue.Empty):
 
 class PoolClosed(PoolError):
     """The pool was closed: nothing can be reserved from it any more."""
+
+
+class TooManyRequests(PoolError):
+    """The line of callers waiting for an item was full (*max_waiting*).
+
+    Raised at once, without waiting, so that an overloaded application
+    answers "busy" now instead of piling up requests that each wait their
+    whole timeout. The message gives the pool's state and what to change.
+
+    .. versionadded:: 0.1
+    """
 
 
 class InvalidKey(ValueError):
@@ -89,6 +101,7 @@ for _cls in (
     PoolError,
     PoolTimeout,
     PoolClosed,
+    TooManyRequests,
     InvalidKey,
     ServerUnavailable,
     ValueTooLarge,

@@ -110,6 +110,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "MCPOOL_POOL": "queue",
     "MCPOOL_POOL_SIZE": 10,
     "MCPOOL_POOL_TIMEOUT": 2.0,
+    "MCPOOL_MAX_WAITING": None,
     "MCPOOL_POOL_OPTIONS": {},
     "MCPOOL_WSGI_MIDDLEWARE": False,
     "MCPOOL_ENVIRON_KEY": "mcpool.client",
@@ -636,6 +637,11 @@ def _state_from_config(config: Mapping[str, Any]) -> PoolState:
     if size < 1:
         raise ValueError(f"MCPOOL_POOL_SIZE must be at least 1, got {size}")
     timeout = _parse_number(config, "MCPOOL_POOL_TIMEOUT", float)
+    if config["MCPOOL_MAX_WAITING"] not in (None, ""):
+        max_waiting = _parse_number(config, "MCPOOL_MAX_WAITING", int)
+        if max_waiting < 0:
+            raise ValueError(f"MCPOOL_MAX_WAITING must be 0 or more, got {max_waiting}")
+        pool_options.setdefault("max_waiting", max_waiting)
     environ_key = config["MCPOOL_ENVIRON_KEY"]
 
     def make_client(addresses: list[str]) -> pylibmc.Client:

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from .errors import PoolClosed, PoolTimeout
+from .errors import PoolClosed, PoolTimeout, TooManyRequests
 from .fork import abandon, new_fork_marker, reset_lock, watch_for_forks
 from .leaks import LeakDetector, NoLeakDetector
 from .lease import Lease
@@ -254,6 +254,9 @@ class Pool(Generic[T]):
         construction and replaced when discarded.
     :param timeout: default seconds :meth:`reserve` waits before raising
         :class:`~mcpool.PoolTimeout`; ``math.inf`` waits forever.
+    :param max_waiting: the most callers waiting in line at once; one more
+        raises :class:`~mcpool.TooManyRequests` at once instead of waiting.
+        ``None`` (the default) lets any number wait; ``0`` lets nobody wait.
     :param max_idle: close idle items above *min_idle* after this many
         seconds unused (checked when items come back, and by :meth:`prune`).
     :param max_spare: keep at most this many items idle; when one more comes
@@ -266,6 +269,10 @@ class Pool(Generic[T]):
     :param check: called with an idle item before it is handed out (never
         with one just made); a false result or an exception discards it and
         another is taken, within the reserve's timeout.
+    :param keepalive: run *check* only on items idle at least this many
+        seconds (a connection that sat unused long enough for a firewall to
+        cut it); ``None`` runs it on every idle item. Needs *check*. No
+        thread runs in the background: items are checked as they are taken.
     :param reset: called with an item when it comes back (a rollback, say);
         an exception discards the item.
     :param close: called with an item the pool drops; exceptions are logged.
@@ -299,11 +306,13 @@ class Pool(Generic[T]):
         *,
         min_idle: int = 0,
         timeout: float = 30.0,
+        max_waiting: int | None = None,
         max_idle: float | None = None,
         max_spare: int | None = None,
         max_lifetime: float | None = None,
         lifetime_jitter: float = 0.1,
         check: Callable[[T], object] | None = None,
+        keepalive: float | None = None,
         reset: Callable[[T], object] | None = None,
         close: Callable[[T], object] | None = None,
         discard_on: Callable[[BaseException], bool] | None = None,
@@ -326,6 +335,7 @@ class Pool(Generic[T]):
                 f"lifetime_jitter must be in [0, 1), got {lifetime_jitter}"
             )
         self.timeout = timeout
+        self.max_waiting = max_waiting
         self.factory = factory
         self.max_size = max_size
         self.min_idle = min_idle
@@ -333,6 +343,15 @@ class Pool(Generic[T]):
         self.max_spare = max_spare
         self.max_lifetime = max_lifetime
         self.lifetime_jitter = lifetime_jitter
+        if keepalive is not None:
+            wait_seconds(keepalive, "keepalive")
+            if check is None:
+                raise ValueError(
+                    "keepalive needs a check hook: pass check=, a function that "
+                    "makes a cheap round trip on an item and returns False or "
+                    "raises when the item is broken"
+                )
+        self.keepalive = keepalive
         self._check = check
         self._reset = reset
         self.close_item = close
@@ -346,6 +365,7 @@ class Pool(Generic[T]):
         self._aged = max_idle is not None or max_lifetime is not None
         self._generation = 0
         self._recovered = 0
+        self._rejected = 0
         self._init_state()
         self._update_vetting()
         watch_for_forks(self)
@@ -368,6 +388,10 @@ class Pool(Generic[T]):
         self._waits = 0
         self._total_wait = 0.0
         self._max_wait = 0.0
+        # Items in use that resize() or drain() wants gone when they come
+        # back; _replacing also covers a pool above its max_size.
+        self._retiring: set[_Slot] = set()
+        self._replacing = False
         # Last: in a child forked without at-fork hooks, a thread that reads
         # the new marker skips the reset, so everything it reads next must
         # already be the child's own.
@@ -382,6 +406,21 @@ class Pool(Generic[T]):
     def timeout(self, seconds: float) -> None:
         self._timeout = wait_seconds(seconds)
         self._timeout_setting = seconds
+
+    @property
+    def max_waiting(self) -> int | None:
+        """The most callers waiting in line at once; ``None`` for no bound.
+
+        Setting it takes effect for the next caller that would wait; callers
+        already in line stay there.
+        """
+        return self._max_waiting
+
+    @max_waiting.setter
+    def max_waiting(self, count: int | None) -> None:
+        if count is not None:
+            whole_number(count, "max_waiting")
+        self._max_waiting = count
 
     @property
     def check(self) -> Callable[[T], object] | None:
@@ -414,7 +453,11 @@ class Pool(Generic[T]):
             or self.leak_timeout is not None
             or not _GIL
         )
-        self._plain = not self._vetted and self._max_spare is None
+        # While items are being replaced every return takes the slow path,
+        # which decides under the lock whether the item goes.
+        self._plain = (
+            not self._vetted and self._max_spare is None and not self._replacing
+        )
 
     @property
     def max_spare(self) -> int | None:
@@ -503,6 +546,7 @@ class Pool(Generic[T]):
                 total_wait=self._total_wait,
                 max_wait=self._max_wait,
                 recovered=self._recovered,
+                rejected=self._rejected,
             )
 
     @property
@@ -542,6 +586,95 @@ class Pool(Generic[T]):
         self._close_items(dropped)
         self._replenish()
         return len(dropped)
+
+    def resize(self, max_size: int) -> None:
+        """Change the most items alive at once, while the pool runs.
+
+        Growing lets callers in line make items at once. Shrinking closes
+        idle items now, least recently used first, and items in use as they
+        come back, until the pool is within *max_size*; meanwhile no new item
+        is made and returning items serve no waiter. No caller fails because
+        of it: those in line keep waiting, within their timeouts.
+
+        :raises TypeError: *max_size* is not an ``int``.
+        :raises ValueError: *max_size* is below 1 or below *min_idle*.
+
+        >>> pool.resize(20)  # doctest: +SKIP
+
+        .. versionadded:: 0.1
+        """
+        whole_number(max_size, "max_size")
+        if max_size < max(1, self.min_idle):
+            raise ValueError(
+                f"max_size must be >= 1 and >= min_idle ({self.min_idle}), got "
+                f"{max_size}; lower min_idle first to shrink below it"
+            )
+        self._check_fork()
+        with self._lock:
+            self._replacing = True  # as in drain()
+            self._update_vetting()
+            self.max_size = max_size
+            dropped = []
+            while len(self._slots) > max_size and self._idle:
+                slot = self._idle.popleft()  # one at a time: see _settle
+                self._slots.discard(slot)
+                self._discarded += 1
+                dropped.append(slot)
+            self._grant_free_slots()
+            self._serve_from_idle()
+            self._note_replacing()
+        self._close_items(dropped)
+
+    def drain(self) -> None:
+        """Replace every item: idle ones now, those in use as they come back.
+
+        New items come from the factory as callers need them. For a change
+        that existing items do not pick up: new servers or credentials behind
+        the factory, a rotated password. No caller fails because of it:
+        an item in use stays with its holder until the block ends.
+
+        >>> pool.drain()  # doctest: +SKIP
+
+        .. versionadded:: 0.1
+        """
+        self._check_fork()
+        with self._lock:
+            # The slow return path first: a lock-free return that passed its
+            # test before this line has put its item in _idle already.
+            self._replacing = True
+            self._update_vetting()
+            dropped = self._drain_idle()
+            # Those in use, and those still being made (perhaps from the old
+            # settings).
+            self._retiring.update(self._slots)
+            self._grant_free_slots()
+            self._note_replacing()
+        self._close_items(dropped)
+        self._replenish()
+
+    def _note_replacing(self, leaving: int = 0) -> None:
+        """Turn the slow return path on or off for resize/drain; lock held.
+
+        *leaving*: slots about to be discarded by the caller.
+        """
+        self._retiring.intersection_update(self._slots)  # lost ones are gone
+        replacing = bool(self._retiring) or len(self._slots) - leaving > self.max_size
+        if replacing != self._replacing:
+            self._replacing = replacing
+            self._update_vetting()
+
+    def _retire(self, slot: _Slot) -> bool:
+        """Whether a returning item goes, because of resize/drain; lock held.
+
+        The caller (:meth:`_give_back`) discards it and counts it.
+        """
+        if slot in self._retiring:
+            self._retiring.discard(slot)
+            retire = True
+        else:
+            retire = len(self._slots) > self.max_size
+        self._note_replacing(leaving=retire)
+        return retire
 
     def __enter__(self) -> Pool[T]:
         return self
@@ -598,6 +731,10 @@ class Pool(Generic[T]):
                             raise PoolTimeout(
                                 self._timeout_message(seconds or 0.0, block)
                             )
+                        limit = self._max_waiting
+                        if limit is not None and len(self._waiters) >= limit:
+                            self._rejected += 1
+                            raise TooManyRequests(self._overload_message(limit))
                         waiter = _Waiter(reservation)
                         self._waiters.append(waiter)
                         # A lock-free return may have come between the test
@@ -731,7 +868,7 @@ class Pool(Generic[T]):
                 self._leaks.on_give(slot)
                 if not discard and self._reset is not None:
                     discard = not self._run_hook(self._reset, slot, "reset")
-                if self._aged:
+                if self._aged or self.keepalive is not None:
                     now = slot.idle_since = self.clock()
                     discard = discard or now >= slot.expires_at
         except BaseException as hook_exc:
@@ -770,6 +907,8 @@ class Pool(Generic[T]):
                 # parent owns it. Never use it, never free it.
                 abandon(slot.item)
                 return
+            if self._replacing and self._retire(slot):
+                discard = True
             if discard or self._closed:
                 self._slots.discard(slot)
                 self._discarded += 1
@@ -920,6 +1059,9 @@ class Pool(Generic[T]):
         if self._aged and self.clock() >= slot.expires_at:
             return False
         if self._check is not None:
+            keepalive = self.keepalive
+            if keepalive is not None and self.clock() - slot.idle_since < keepalive:
+                return True  # used recently enough: no round trip
             return self._run_hook(self._check, slot, "check")
         return True
 
@@ -1031,6 +1173,18 @@ class Pool(Generic[T]):
 
     def _on_fork(self) -> None:
         """Subclass hook, run in a forked child before the state is reset."""
+
+    def _overload_message(self, limit: int) -> str:
+        idle = len(self._idle)
+        size = len(self._slots)
+        return (
+            f"{self.name}: {len(self._waiters)} callers already waiting, "
+            f"max_waiting={limit} (size={size}, max_size={self.max_size}, "
+            f"in_use={size - idle}, idle={idle}); the pool is overloaded: answer "
+            "'busy' and let the client retry later, raise max_size if the "
+            "servers can take more connections, hold items for less time, or "
+            "raise max_waiting to let more callers queue"
+        )
 
     def _timeout_message(self, waited: float, block: bool) -> str:
         idle = len(self._idle)

@@ -50,6 +50,9 @@ class PoolStats:
     #: exception) and whose slot the pool freed; each is logged with the
     #: line that reserved it
     recovered: int = 0
+    #: reservations refused at once with :class:`~mcpool.TooManyRequests`
+    #: because *max_waiting* callers were already waiting
+    rejected: int = 0
     #: each server's state and counters (:class:`mcpool.servers.ServerState`)
     #: for a :class:`~mcpool.ClientPool` of :class:`mcpool.Client`; empty
     #: for other pools

@@ -33,6 +33,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -42,6 +43,7 @@ from typing import Any
 __all__ = [
     "MemcachedNotInstalled",
     "MemcachedServer",
+    "Twemproxy",
     "free_port",
     "memcached_servers",
     "server_stats",
@@ -367,6 +369,137 @@ class MemcachedServer:
         running = self.process is not None and self.process.poll() is None
         state = f"pid {self.process.pid}" if running and self.process else "stopped"
         return f"<MemcachedServer {self.address} {state}>"
+
+
+TWEMPROXY_HINT = (
+    "twemproxy's nutcracker binary was not found on PATH or in /usr/sbin; "
+    "install it from the system packages (Debian/Ubuntu: 'apt-get install "
+    "nutcracker') or run './run.sh test', which installs it"
+)
+
+
+class Twemproxy:
+    """One twemproxy (``nutcracker``) process on a free loopback port, in
+    front of *servers*, owned by this object and dying with this process.
+
+    The pool is consistent hashing as :class:`mcpool.Client` does it by
+    default (ketama, MD5), with the text protocol (twemproxy speaks no
+    binary) and, with *auto_eject*, failed servers ejected after
+    *failure_limit* failures and retried after *retry_ms*.
+
+    >>> with memcached_servers(3) as servers, Twemproxy(servers) as proxy:
+    ...     mc = mcpool.Client.for_proxy(proxy.address)  # doctest: +SKIP
+
+    :raises MemcachedNotInstalled: if ``nutcracker`` is missing.
+    """
+
+    def __init__(
+        self,
+        servers: Sequence[MemcachedServer],
+        *,
+        auto_eject: bool = True,
+        failure_limit: int = 1,
+        retry_ms: int = 1000,
+        timeout_ms: int = 1000,
+        host: str = "127.0.0.1",
+    ) -> None:
+        binary = shutil.which("nutcracker") or shutil.which(
+            "nutcracker", path="/usr/sbin:/usr/local/sbin"
+        )
+        if binary is None:
+            raise MemcachedNotInstalled(TWEMPROXY_HINT)
+        self.binary = binary
+        self.servers = list(servers)
+        self.auto_eject = auto_eject
+        self.failure_limit = failure_limit
+        self.retry_ms = retry_ms
+        self.timeout_ms = timeout_ms
+        self.host = host
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._directory: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the proxy, as pylibmc takes it."""
+        return f"{self.host}:{self.port}"
+
+    def config(self) -> str:
+        """The YAML configuration the proxy runs with."""
+        servers = "".join(f"    - {server.address}:1\n" for server in self.servers)
+        return (
+            "mcpool:\n"
+            f"  listen: {self.address}\n"
+            "  hash: md5\n"
+            "  distribution: ketama\n"
+            f"  timeout: {self.timeout_ms}\n"
+            f"  auto_eject_hosts: {'true' if self.auto_eject else 'false'}\n"
+            f"  server_retry_timeout: {self.retry_ms}\n"
+            f"  server_failure_limit: {self.failure_limit}\n"
+            "  servers:\n" + servers
+        )
+
+    def start(self, timeout: float = 10.0) -> Twemproxy:
+        """Start the proxy and wait until it answers."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"nutcracker already running as pid {self.process.pid}")
+        self._directory = tempfile.TemporaryDirectory(prefix="mcpool-twemproxy-")
+        for _ in range(5):
+            self.port = free_port(self.host)
+            path = os.path.join(self._directory.name, "nutcracker.yml")
+            with open(path, "w") as file:
+                file.write(self.config())
+            # -s 0 would still bind a stats port: give it a free one too.
+            self.process = _spawner.popen(
+                [
+                    self.binary,
+                    "-c",
+                    path,
+                    "-s",
+                    str(free_port(self.host)),
+                    "-a",
+                    self.host,
+                    "-v",
+                    "0",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.process.poll() is None:
+                with contextlib.suppress(OSError):
+                    # A get through the proxy: answered once it listens.
+                    if _ask(self.host, self.port, b"get mcpool:ready\r\n"):
+                        return self
+                time.sleep(0.01)
+            self.stop()
+        raise RuntimeError(f"nutcracker on {self.address} did not come up")
+
+    def stop(self) -> None:
+        """Stop the proxy (``SIGTERM``, then ``SIGKILL`` after 5 s)."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._directory is not None:
+            self._directory.cleanup()
+            self._directory = None
+
+    def __enter__(self) -> Twemproxy:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 @contextlib.contextmanager

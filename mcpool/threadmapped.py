@@ -319,6 +319,10 @@ class ThreadMappedPool(ClientPool[ClientT]):
         for the next threads.
     :param timeout: seconds a thread waits for a client when *max_size* are
         bound to other threads.
+    :param max_waiting: the most threads waiting for a client at once; one
+        more raises :class:`~mcpool.TooManyRequests` at once.
+    :param keepalive: check a spare idle at least this many seconds before a
+        thread takes it (:meth:`~mcpool.ClientPool.answers`).
     :param max_idle: close spares unused for this many seconds.
 
     The other keyword arguments are :class:`~mcpool.ClientPool`'s.
@@ -344,6 +348,8 @@ class ThreadMappedPool(ClientPool[ClientT]):
         *,
         max_spare: int = 8,
         timeout: float = 2.0,
+        max_waiting: int | None = None,
+        keepalive: float | None = None,
         max_idle: float | None = None,
         discard_on: Callable[[BaseException], bool] = is_fatal_error,
         clock: Callable[[], float] = time.monotonic,
@@ -373,6 +379,8 @@ class ThreadMappedPool(ClientPool[ClientT]):
             master,
             sys.maxsize if max_size is None else max_size,
             timeout=timeout,
+            max_waiting=max_waiting,
+            keepalive=keepalive,
             max_idle=max_idle,
             max_spare=max_spare,
             discard_on=discard_on,
@@ -479,6 +487,15 @@ class ThreadMappedPool(ClientPool[ClientT]):
             else:
                 self._unbind(binding, discard=False)
             raise PoolClosed(f"{self.name} is closed; nothing can be reserved from it")
+        if binding.held[-1]._slot in self._retiring:
+            # drain() wants this client replaced: now, unless a block of this
+            # thread is using it; then at the next outermost reserve (the
+            # epoch stays stale until then).
+            if binding.depth == 0:
+                self._unbind(binding, discard=True)
+                return self._bind(block, timeout)
+            binding.depth += 1
+            return binding
         epoch = self._epoch
         if self._behaviors_version:
             with self._lock:
@@ -678,6 +695,19 @@ class ThreadMappedPool(ClientPool[ClientT]):
         >>> pool.set_behaviors({"tcp_nodelay": True})  # doctest: +SKIP
         """
         super().set_behaviors(behaviors)
+        with self._lock:
+            stale, self._epoch = self._epoch, _new_epoch()
+            if self._closed:
+                self._epoch[0] = 0
+            stale[0] = 0
+
+    def drain(self) -> None:
+        """Replace every client: spares now, each thread's at its next
+        outermost :meth:`reserve` (or when it ends or relinquishes).
+
+        >>> pool.drain()  # doctest: +SKIP
+        """
+        super().drain()
         with self._lock:
             stale, self._epoch = self._epoch, _new_epoch()
             if self._closed:

@@ -10,7 +10,7 @@ import pylibmc
 import pytest
 
 from mcpool import ClientPool, Reservation
-from mcpool.testing import INSTALL_HINT, MemcachedServer, memcached_servers
+from mcpool.testing import INSTALL_HINT, MemcachedServer, Twemproxy, memcached_servers
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -48,6 +48,16 @@ def fresh_memcached_group() -> Iterator[list[MemcachedServer]]:
     one of them."""
     with memcached_servers(3) as servers:
         yield servers
+
+
+@pytest.fixture
+def twemproxy(
+    fresh_memcached_group: list[MemcachedServer],
+) -> Iterator[Twemproxy]:
+    """twemproxy (ketama, auto_eject_hosts) in front of three servers of the
+    test's own."""
+    with Twemproxy(fresh_memcached_group) as proxy:
+        yield proxy
 
 
 @pytest.fixture

@@ -451,6 +451,30 @@ def test_behaviors_reach_the_master(memcached: MemcachedServer) -> None:
     pool_of(app).close()
 
 
+def test_an_overloaded_pool_answers_503_through_an_error_handler(
+    memcached: MemcachedServer,
+) -> None:
+    app = create_app(memcached.address, MCPOOL_POOL_SIZE=1, MCPOOL_MAX_WAITING="0")
+
+    @app.errorhandler(mcpool.TooManyRequests)
+    def overloaded(exc: mcpool.TooManyRequests) -> tuple[str, int, dict[str, str]]:
+        return "busy, try again", 503, {"Retry-After": "1"}
+
+    pool = pool_of(app)
+    assert pool.max_waiting == 0
+    lease = pool.checkout()  # the only client, held elsewhere
+    try:
+        response = app.test_client().get("/get/overload")
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+    finally:
+        lease.release()
+    assert app.test_client().get("/get/overload").status_code == 200
+    stats = pool.stats()
+    assert stats.rejected == 1 and stats.in_use == 0
+    pool.close()
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
@@ -463,6 +487,8 @@ def test_behaviors_reach_the_master(memcached: MemcachedServer) -> None:
         ("MCPOOL_BINARY", "maybe", "MCPOOL_BINARY must be a bool"),
         ("MCPOOL_BEHAVIORS", "{not json", "MCPOOL_BEHAVIORS must be a JSON object"),
         ("MCPOOL_POOL_OPTIONS", [1], "MCPOOL_POOL_OPTIONS must be a mapping"),
+        ("MCPOOL_MAX_WAITING", "lots", "MCPOOL_MAX_WAITING must be a number"),
+        ("MCPOOL_MAX_WAITING", -1, "MCPOOL_MAX_WAITING must be 0 or more"),
         ("MCPOOL_USERNAME", "user", "set both MCPOOL_USERNAME and MCPOOL_PASSWORD"),
     ],
 )
