@@ -207,6 +207,20 @@ class _Spawner:
 _spawner = _Spawner()
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of *pid* is in the stopped state (``T``)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        states = []
+        for task in tasks:
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                # The state follows the command name, which is in parentheses.
+                states.append(stat.read().rpartition(")")[2].split()[0])
+    except (FileNotFoundError, ProcessLookupError):
+        return True  # gone: nothing answers
+    return all(state == "T" for state in states)
+
+
 class MemcachedServer:
     """One ``memcached`` process on a loopback port, owned by this object.
 
@@ -314,8 +328,15 @@ class MemcachedServer:
         return server_stats(self.host, self.port)
 
     def pause(self) -> None:
-        """``SIGSTOP`` the process: connections hang, nothing is refused."""
+        """``SIGSTOP`` the process: connections hang, nothing is refused.
+
+        Returns once every thread of the server has stopped: the signal is
+        delivered asynchronously, and a request sent just after ``kill()``
+        returned could otherwise still be answered.
+        """
         os.kill(self.pid, signal.SIGSTOP)
+        while not _all_threads_stopped(self.pid):
+            time.sleep(0.001)
 
     def resume(self) -> None:
         """``SIGCONT`` a paused process."""
