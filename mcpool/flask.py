@@ -81,7 +81,7 @@ from .clientpool import ClientPool
 from .errors import ServerUnavailable
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Reservation
-from .servers import parse_server, probe
+from .servers import ask_each_server, parse_server, probe, server_stat_lines
 from .statsapp import stats_document
 from .threadmapped import ThreadMappedPool
 
@@ -757,40 +757,6 @@ def _parse_mapping(config: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 cli = AppGroup("mcpool", help="Inspect the app's memcached pool and servers.")
 
-_SERVER_STATS = (
-    "version",
-    "uptime",
-    "curr_connections",
-    "total_connections",
-    "curr_items",
-    "bytes",
-    "limit_maxbytes",
-    "get_hits",
-    "get_misses",
-    "evictions",
-)
-
-
-def _ask_each_server(state: PoolState) -> list[tuple[str, float, Any]]:
-    """``(server, seconds, stats dict or the error)`` for each server.
-
-    One client per server, so that a dead server does not hide the others.
-    """
-    answers: list[tuple[str, float, Any]] = []
-    for server in state.servers:
-        client = state.make_client([server])
-        started = time.perf_counter()
-        try:
-            replies = client.get_stats()
-            answer: Any = dict(replies[0][1]) if replies else {}
-        except pylibmc.Error as exc:
-            answer = exc
-        finally:
-            elapsed = time.perf_counter() - started
-            client.disconnect_all()
-        answers.append((server, elapsed, answer))
-    return answers
-
 
 def _check_servers(state: PoolState, timeout: float, fail: bool) -> None:
     """Log each server that does not answer within *timeout*; when none
@@ -821,10 +787,6 @@ def _check_servers(state: PoolState, timeout: float, fail: bool) -> None:
     warnings.warn(message, StartupCheckWarning, stacklevel=3)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 @cli.command("stats")
 @click.option("--all", "show_all", is_flag=True, help="Every server statistic.")
 @click.option(
@@ -851,16 +813,14 @@ def stats_command(show_all: bool, url: str | None) -> None:
     )
     _echo_pool_stats(type(state.pool).__name__, dataclasses.asdict(state.pool.stats()))
     failed = False
-    for server, _, answer in _ask_each_server(state):
+    for server, _, answer in ask_each_server(state.servers, state.make_client):
         click.echo(f"server {server}:")
-        if isinstance(answer, BaseException):
+        if isinstance(answer, Exception):
             failed = True
             click.echo(f"  error: {answer}")
             continue
-        stats = {_text(k): _text(v) for k, v in answer.items()}
-        names = sorted(stats) if show_all else [n for n in _SERVER_STATS if n in stats]
-        for name in names:
-            click.echo(f"  {name}: {stats[name]}")
+        for line in server_stat_lines(answer, show_all):
+            click.echo(line)
     if failed:
         raise SystemExit(1)
 
@@ -905,8 +865,8 @@ def ping_command() -> None:
     """Check that each memcached server answers; exit 1 if one does not."""
     state = _state_of(current_app)
     failed = 0
-    for server, elapsed, answer in _ask_each_server(state):
-        if isinstance(answer, BaseException):
+    for server, elapsed, answer in ask_each_server(state.servers, state.make_client):
+        if isinstance(answer, Exception):
             failed += 1
             click.echo(f"{server}  FAILED  {answer}")
         else:

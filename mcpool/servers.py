@@ -38,12 +38,24 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import pylibmc
 
 from .fork import reset_lock
 
-__all__ = ["Server", "ServerHealth", "ServerState", "parse_server", "probe"]
+__all__ = [
+    "SERVER_STATS",
+    "Server",
+    "ServerHealth",
+    "ServerState",
+    "ask_each_server",
+    "parse_server",
+    "probe",
+    "server_stat_lines",
+]
 
 log = logging.getLogger("mcpool.servers")
 
@@ -426,3 +438,62 @@ def parse_servers(specs: Iterable[str]) -> tuple[Server, ...]:
     if not servers:
         raise ValueError("no memcached servers given: pass at least one address")
     return servers
+
+
+#: The memcached statistics that ``flask mcpool stats`` and ``manage.py
+#: mcpool stats`` show without ``--all``.
+SERVER_STATS = (
+    "version",
+    "uptime",
+    "curr_connections",
+    "total_connections",
+    "curr_items",
+    "bytes",
+    "limit_maxbytes",
+    "get_hits",
+    "get_misses",
+    "evictions",
+)
+
+
+def ask_each_server(
+    servers: Iterable[str], make_client: Callable[[list[str]], Any]
+) -> list[tuple[str, float, dict[str, str] | Exception]]:
+    """``(server, seconds, its statistics or the error)`` for each server.
+
+    One client per server, made by *make_client* from a one-address list and
+    never pooled, so that a dead server does not hide the others and no
+    pooled client is held. The statistics are text.
+
+    >>> ask_each_server(["127.0.0.1:11211"], mcpool.Client)  # doctest: +SKIP
+    [('127.0.0.1:11211', 0.0004, {'pid': '4242', 'uptime': '73', ...})]
+    """
+    answers: list[tuple[str, float, dict[str, str] | Exception]] = []
+    for server in servers:
+        client = make_client([server])
+        started = time.perf_counter()
+        answer: dict[str, str] | Exception
+        try:
+            replies = client.get_stats()
+            answer = {
+                _text(k): _text(v)
+                for k, v in (replies[0][1] if replies else {}).items()
+            }
+        except pylibmc.Error as exc:
+            answer = exc
+        finally:
+            elapsed = time.perf_counter() - started
+            client.disconnect_all()
+        answers.append((server, elapsed, answer))
+    return answers
+
+
+def server_stat_lines(stats: Mapping[str, str], show_all: bool) -> list[str]:
+    """``"  name: value"`` lines for *stats*: :data:`SERVER_STATS`, or every
+    statistic with *show_all*."""
+    names = sorted(stats) if show_all else [n for n in SERVER_STATS if n in stats]
+    return [f"  {name}: {stats[name]}" for name in names]
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -10,28 +10,14 @@ how long it took. Both exit with status 1 if a server does not answer.
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
-import pylibmc
 from django.conf import settings
 from django.core.cache import caches
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from mcpool.django import PyLibMCCache
-
-SERVER_STATS = (
-    "version",
-    "uptime",
-    "curr_connections",
-    "total_connections",
-    "curr_items",
-    "bytes",
-    "limit_maxbytes",
-    "get_hits",
-    "get_misses",
-    "evictions",
-)
+from mcpool.servers import ask_each_server, server_stat_lines
 
 
 class Command(BaseCommand):  # type: ignore[misc]
@@ -75,24 +61,24 @@ class Command(BaseCommand):  # type: ignore[misc]
         for name, value in dataclasses.asdict(pool.stats()).items():
             self.stdout.write(f"  {name}: {value}")
         failed = 0
-        for server, _, answer in _ask_each_server(backend):
+        for server, _, answer in ask_each_server(
+            backend.client_servers, backend.make_client
+        ):
             self.stdout.write(f"server {server}:")
-            if isinstance(answer, BaseException):
+            if isinstance(answer, Exception):
                 failed += 1
                 self.stdout.write(f"  error: {answer}")
                 continue
-            stats = {_text(k): _text(v) for k, v in answer.items()}
-            names = (
-                sorted(stats) if show_all else [n for n in SERVER_STATS if n in stats]
-            )
-            for name in names:
-                self.stdout.write(f"  {name}: {stats[name]}")
+            for line in server_stat_lines(answer, show_all):
+                self.stdout.write(line)
         return failed
 
     def _ping(self, alias: str, backend: PyLibMCCache) -> int:
         failed = 0
-        for server, elapsed, answer in _ask_each_server(backend):
-            if isinstance(answer, BaseException):
+        for server, elapsed, answer in ask_each_server(
+            backend.client_servers, backend.make_client
+        ):
+            if isinstance(answer, Exception):
                 failed += 1
                 self.stdout.write(f"{alias}  {server}  FAILED  {answer}")
             else:
@@ -123,29 +109,3 @@ def _mcpool_caches(alias: str | None) -> list[tuple[str, PyLibMCCache]]:
         f"{settings.CACHES[alias].get('BACKEND')!r}); set it to "
         "'mcpool.django.PyLibMCCache'"
     )
-
-
-def _ask_each_server(backend: PyLibMCCache) -> list[tuple[str, float, Any]]:
-    """``(server, seconds, stats dict or the error)`` for each server.
-
-    One client per server, outside the pool, so that a dead server does not
-    hide the others and no pooled client is held.
-    """
-    answers: list[tuple[str, float, Any]] = []
-    for server in backend.client_servers:
-        client = backend.make_client([server])
-        started = time.perf_counter()
-        try:
-            replies = client.get_stats()
-            answer: Any = dict(replies[0][1]) if replies else {}
-        except pylibmc.Error as exc:
-            answer = exc
-        finally:
-            elapsed = time.perf_counter() - started
-            client.disconnect_all()
-        answers.append((server, elapsed, answer))
-    return answers
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
