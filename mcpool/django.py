@@ -80,6 +80,8 @@ POOL_OPTIONS = (
     "max_lifetime",
     "lifetime_jitter",
     "leak_timeout",
+    "max_waiting",
+    "keepalive",
 )
 
 #: What ``OPTIONS["POOL"]`` starts from.

@@ -256,3 +256,45 @@ def test_async_calls_share_the_pool(fresh_memcached: MemcachedServer) -> None:
     opened = int(fresh_memcached.stats()["total_connections"]) - base
     assert 0 < opened <= POOL_SIZE + 1  # + 1: the stats question itself
     assert cache.pool.stats().in_use == 0
+
+
+OVERLOAD_SCRIPT = """
+import django
+from django.core.cache import caches
+from django.test import Client
+
+django.setup()
+pool = caches["default"].pool
+client = Client()
+assert client.get("/").status_code == 200
+held = pool.reserve()
+held.__enter__()  # the pool's only client, so the next call must wait
+refused = client.get("/")
+held.__exit__(None, None, None)
+again = client.get("/")
+print(refused.status_code, refused["Retry-After"], again.status_code,
+      pool.stats().rejected, pool.stats().in_use)
+"""
+
+
+def test_a_full_line_answers_503_through_the_examples_middleware(
+    memcached: MemcachedServer,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", OVERLOAD_SCRIPT],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "examples.django_site.settings",
+            "MCPOOL_SERVERS": memcached.address,
+            "MCPOOL_SERVER_TIMEOUT": "10",
+            "MCPOOL_POOL_SIZE": "1",
+            "MCPOOL_MAX_WAITING": "0",
+            "PYTHONPATH": str(REPO),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["503", "1", "200", "1", "0"]

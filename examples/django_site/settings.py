@@ -15,7 +15,8 @@ ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
 # "mcpool" for the management command: python manage.py mcpool stats|ping
 INSTALLED_APPS = ["mcpool"]
-MIDDLEWARE: list[str] = []
+# A full line for a cache client (MCPOOL_MAX_WAITING) answers 503, not 500.
+MIDDLEWARE = ["examples.django_site.middleware.CacheOverload"]
 ROOT_URLCONF = "examples.django_site.urls"
 WSGI_APPLICATION = "examples.django_site.wsgi.application"
 DATABASES: dict[str, Any] = {}
@@ -36,6 +37,12 @@ CACHES = {
                 "max_size": int(os.environ.get("MCPOOL_POOL_SIZE", "8")),
                 # Seconds a cache call waits for a free client.
                 "timeout": float(os.environ.get("MCPOOL_POOL_TIMEOUT", "2.0")),
+                # Cache calls that may wait at once; one more is refused.
+                "max_waiting": (
+                    int(os.environ["MCPOOL_MAX_WAITING"])
+                    if "MCPOOL_MAX_WAITING" in os.environ
+                    else None
+                ),
             },
         },
     }
