@@ -25,6 +25,7 @@ from collections import Counter
 from typing import Any
 
 import pylibmc
+from pymemcache.client.hash import HashClient  # type: ignore[import-untyped]
 from report import print_markdown_table, versions_line
 
 import mcpool
@@ -68,6 +69,15 @@ def ring_fingerprint(count: int) -> None:
             for label, ring in ((name, client), (f"{name}, a clone", client.clone())):
                 same = sum(ring.hash(key) == placed[key] for key in keys)
                 rows.append([label, f"{same / len(keys):.1%}"])
+        # pymemcache's HashClient (rendezvous hashing), on the same servers.
+        for server in servers:
+            pylibmc.Client([server.address]).flush_all()
+        hashed = HashClient([("127.0.0.1", server.port) for server in servers])
+        for key in keys:
+            hashed.set(key, b"1")
+        by_pymemcache = where(servers, keys)
+        same = sum(by_pymemcache.get(key) == placed[key] for key in keys)
+        rows.append(["pymemcache HashClient", f"{same / len(keys):.1%}"])
         share = Counter(placed.values())
         rows.append(
             [
