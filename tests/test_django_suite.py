@@ -30,6 +30,7 @@ from pathlib import Path
 
 import django
 import pytest
+from upstream_tests import UpstreamTestsUnavailable, download_sdist
 
 from mcpool.testing import MemcachedServer
 
@@ -50,31 +51,11 @@ def _download(version: str, cache: Path) -> Path:
     if archive.exists():
         return archive
     with tempfile.TemporaryDirectory() as scratch:
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "--dest",
-            scratch,
-            f"django=={version}",
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        found = list(Path(scratch).glob("[Dd]jango-*.tar.gz"))
-        if done.returncode != 0 or len(found) != 1:
-            tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-            pytest.fail(
-                f"pip could not download Django {version}'s sdist (PyPI "
-                f"unreachable?); or put it at {archive}:\n$ {' '.join(command)}\n"
-                f"{tail}",
-                pytrace=False,
-            )
-        shutil.move(found[0], archive)
+        try:
+            downloaded = download_sdist("django", version, Path(scratch))
+        except UpstreamTestsUnavailable as exc:
+            pytest.fail(f"{exc}\n(or put the sdist at {archive})", pytrace=False)
+        shutil.move(downloaded, archive)
     return archive
 
 

@@ -53,7 +53,12 @@ class UpstreamTestsUnavailable(Exception):
     """A project's tests could not be obtained; the message says why."""
 
 
-def _download(project: str, version: str, scratch: Path) -> Path:
+def download_sdist(project: str, version: str, scratch: Path) -> Path:
+    """``pip download`` the sdist of *project* *version* into *scratch*/dist,
+    checked against :data:`KNOWN_SHA256` when listed there.
+
+    :raises UpstreamTestsUnavailable: pip could not download it.
+    """
     digest = KNOWN_SHA256.get((project, version))
     requirements = scratch / "requirements.txt"
     line = f"{project}=={version}"
@@ -83,7 +88,7 @@ def _download(project: str, version: str, scratch: Path) -> Path:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
         raise UpstreamTestsUnavailable(
             f"pip could not download the sdist of {project} {version} (PyPI "
-            f"unreachable?); put it into {CACHE}:\n$ {' '.join(command)}\n{tail}"
+            f"unreachable?):\n$ {' '.join(command)}\n{tail}"
         )
     return archives[0]
 
@@ -100,7 +105,12 @@ def obtain(project: str) -> tuple[str, Path]:
         return version, root
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as scratch:
-        archive = _download(project, version, Path(scratch))
+        try:
+            archive = download_sdist(project, version, Path(scratch))
+        except UpstreamTestsUnavailable as exc:
+            raise UpstreamTestsUnavailable(
+                f"{exc}\n(or put the sdist into {CACHE})"
+            ) from None
         extracted = Path(scratch, "tests")
         extracted.mkdir()
         with tarfile.open(archive) as tar:
