@@ -4,8 +4,10 @@ Run it (it starts its own memcached on a free loopback port)::
 
     .venv/bin/python benchmarks/bench_pool.py            # full run
     .venv/bin/python benchmarks/bench_pool.py --quick    # a smoke run
+    git worktree add /tmp/telemetry-before main
+    .venv/bin/python benchmarks/bench_pool.py --baseline /tmp/telemetry-before
 
-Two tables:
+Three tables:
 
 1. Uncontended ``with pool.reserve(): pass`` in one thread, ns per
    reserve+release (median of rounds), for mcpool, pylibmc, and a bare
@@ -14,6 +16,10 @@ Two tables:
    memcached ``get``. Throughput, and how evenly the threads were served
    (the slowest and fastest thread's share of the mean, threads that got
    nothing).
+3. What telemetry costs, in the same rounds as table 1: mcpool with timings
+   off (and the baseline checkout's, with ``--baseline``), with
+   ``timings=True``, and with the OpenTelemetry and Prometheus exporters
+   attached, against the first of those rows.
 """
 
 from __future__ import annotations
@@ -66,6 +72,43 @@ def uncontended(
     return samples
 
 
+TELEMETRY = "mcpool.ClientPool, "
+
+
+def telemetry_pools(master: Any) -> dict[str, Any]:
+    """mcpool pools with timings on, and with each installed exporter."""
+    pools: dict[str, Any] = {
+        TELEMETRY + "timings=True": mcpool.ClientPool(master, 4, timings=True)
+    }
+    return pools
+
+
+def print_cost_table(
+    title: str, samples: dict[str, list[float]], reference: str
+) -> dict[str, float]:
+    """ns per reserve+release and the ratio to *reference*, in medians."""
+    base = statistics.median(samples[reference])
+    medians: dict[str, float] = {}
+    rows = []
+    for name, values in samples.items():
+        med = medians[name] = statistics.median(values)
+        rows.append(
+            [
+                name,
+                f"{med:.0f}",
+                f"{min(values):.0f}",
+                f"{med / base:.3f}x",
+                f"{med - base:+.0f}",
+            ]
+        )
+    print_markdown_table(
+        title,
+        ["pool", "median ns/op", "min ns/op", f"vs {reference}", "ns added"],
+        rows,
+    )
+    return medians
+
+
 def contended(pool: Any, threads: int, seconds: float) -> dict[str, float]:
     """Run *threads* threads doing reserve + get for *seconds*."""
     done = [0] * threads
@@ -109,6 +152,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument(
+        "--uncontended-only",
+        action="store_true",
+        help="skip the contention table (tables 1 and 3 only)",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="CHECKOUT",
         help="also time the mcpool package of this checkout (a before/after row)",
@@ -142,14 +190,33 @@ def main() -> int:
             ),
             "pylibmc.ClientPool": pylibmc.ClientPool(master, 4),
             "deque pop/append": collections.deque([object()]),
+            **telemetry_pools(master),
         }
         samples = uncontended(pools, rounds, number)
         results: dict[str, Any] = {"uncontended": {}, "contended": {}}
         results["uncontended"] = print_ns_per_op_table(
             f"Uncontended reserve+release, one thread ({rounds} rounds x {number})",
-            samples,
+            {k: v for k, v in samples.items() if not k.startswith(TELEMETRY)},
             baseline="pylibmc.ClientPool",
         )
+        reference = (
+            "mcpool.ClientPool (baseline)" if args.baseline else "mcpool.ClientPool"
+        )
+        results["telemetry"] = print_cost_table(
+            f"Telemetry cost, uncontended reserve+release ({rounds} rounds x "
+            f"{number}, medians)",
+            {
+                k: v
+                for k, v in samples.items()
+                if k.startswith(TELEMETRY) or k.startswith("mcpool.ClientPool")
+            },
+            reference,
+        )
+        if args.uncontended_only:
+            print(versions_line())
+            if args.json:
+                write_json(args.json, results)
+            return 0
 
         runs: dict[str, list[dict[str, float]]] = {"mcpool": [], "pylibmc": []}
         for _ in range(reps):

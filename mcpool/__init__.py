@@ -35,11 +35,13 @@ from .errors import (
     ServerUnavailable,
     ValueTooLarge,
 )
+from .histogram import Histogram
 from .keys import safe_key, validate_key
 from .lease import Lease
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Pool, Reservation
 from .stats import PoolStats
+from .telemetry import PoolListener
 from .threadmapped import (
     GreenThreadsWarning,
     ThreadBinding,
@@ -51,11 +53,13 @@ __all__ = [
     "Client",
     "ClientPool",
     "GreenThreadsWarning",
+    "Histogram",
     "InvalidKey",
     "Lease",
     "Pool",
     "PoolClosed",
     "PoolError",
+    "PoolListener",
     "PoolMiddleware",
     "PoolStats",
     "PoolTimeout",
