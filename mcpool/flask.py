@@ -43,6 +43,7 @@ server's statistics) and ``ping`` (does each server answer, and how fast).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -89,9 +90,14 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "MCPOOL_POOL_OPTIONS": {},
     "MCPOOL_WSGI_MIDDLEWARE": False,
     "MCPOOL_ENVIRON_KEY": "mcpool.client",
+    "MCPOOL_METRICS": None,
 }
 
 POOL_KINDS = ("queue", "thread")
+
+#: The values of ``MCPOOL_METRICS``: the module that exports the pool's
+#: metrics, and the extra it needs.
+METRICS_EXPORTERS = {"otel": "mcpool.otel", "prometheus": "mcpool.prometheus"}
 
 _EXTENSION_KEY = "mcpool"
 _G_KEY = "_mcpool_client"
@@ -238,6 +244,7 @@ class MemcachePool:
             # Copies, so that no app can change another's defaults in place.
             app.config.setdefault(name, _copy(value))
         state = _state_from_config(app.config)
+        _export_metrics(state.pool, app.config["MCPOOL_METRICS"])
         app.extensions[_EXTENSION_KEY] = state
         # Teardown functions run in the reverse order of registration: first
         # in the list runs last, after every other teardown function that may
@@ -456,6 +463,30 @@ def _make_pool(
         # finds them all bound waits up to *timeout*.
         return ThreadMappedPool(master, size, timeout=timeout, **options)
     return ClientPool(master, size, timeout=timeout, **options)
+
+
+def _export_metrics(pool: Any, value: Any) -> None:
+    """Instrument *pool* with the exporters ``MCPOOL_METRICS`` names."""
+    if value is None:
+        return
+    problem = ValueError(
+        "MCPOOL_METRICS must be one of "
+        f"{', '.join(map(repr, METRICS_EXPORTERS))}, a list of them or None, "
+        f"got {value!r}"
+    )
+    if isinstance(value, str):
+        parts = value.split(",")  # from the environment: "otel,prometheus"
+    elif isinstance(value, Sequence):
+        parts = [str(part) for part in value]
+    else:
+        raise problem
+    names = [part.strip().lower() for part in parts]
+    names = [name for name in names if name and name != "none"]
+    if any(name not in METRICS_EXPORTERS for name in names):
+        raise problem
+    for name in names:
+        module = importlib.import_module(METRICS_EXPORTERS[name])
+        module.instrument(pool)
 
 
 def _parse_servers(value: Any) -> list[str]:

@@ -50,8 +50,11 @@ class PoolListener:
 
     Each method is called once per event, in the thread that caused it,
     outside the pool's lock, in the order the events happened in that
-    thread. An :class:`Exception` a listener raises is logged on the
-    ``mcpool`` logger and the pool carries on. Times are in seconds.
+    thread, once the pool's books show the event: :meth:`Pool.usage
+    <mcpool.Pool.usage>` read in a listener counts the item just reserved
+    as in use, the one just released as idle. An :class:`Exception` a
+    listener raises is logged on the ``mcpool`` logger and the pool carries
+    on. Times are in seconds.
 
     >>> class Count(PoolListener):
     ...     def __init__(self):
@@ -69,9 +72,12 @@ class PoolListener:
     def on_reserve(self, pool: Any, waited: float) -> None:
         """A caller got an item after *waited* seconds (making it included)."""
 
+    def on_wait(self, pool: Any) -> None:
+        """A caller found no item free and joined the line."""
+
     def on_release(self, pool: Any, used: float) -> None:
-        """A caller gave back an item it held for *used* seconds; an
-        :meth:`on_discard` follows if the pool drops it."""
+        """A caller gave back an item it held for *used* seconds (after the
+        item's :meth:`on_discard`, if the pool dropped it)."""
 
     def on_discard(self, pool: Any, reason: str) -> None:
         """The pool dropped an item; *reason* is a key of
@@ -126,15 +132,24 @@ class Telemetry:
         for listener in self.listeners:
             _call(pool, listener.on_reserve, waited)
 
-    def released(self, pool: Any, slot: _Taken) -> None:
+    def released(self, slot: _Taken) -> float | None:
+        """Record the use of an item coming back; the seconds, for
+        :meth:`tell_released` once it is back."""
         taken_at = slot.taken_at
         if taken_at is None:
-            return  # taken before timings were on, or never handed out
+            return None  # taken before timings were on, or never handed out
         slot.taken_at = None
         used = self.clock() - taken_at
         self.use.record(used)
+        return used
+
+    def tell_released(self, pool: Any, used: float) -> None:
         for listener in self.listeners:
             _call(pool, listener.on_release, used)
+
+    def waiting(self, pool: Any) -> None:
+        for listener in self.listeners:
+            _call(pool, listener.on_wait)
 
     def discarded(self, pool: Any, count: int, reason: str) -> None:
         for listener in self.listeners:
@@ -178,7 +193,13 @@ class NoTelemetry:
     def reserved(self, pool: Any, slot: _Taken, started: float) -> None:
         pass
 
-    def released(self, pool: Any, slot: _Taken) -> None:
+    def released(self, slot: _Taken) -> float | None:
+        return None
+
+    def tell_released(self, pool: Any, used: float) -> None:
+        pass
+
+    def waiting(self, pool: Any) -> None:
         pass
 
     def discarded(self, pool: Any, count: int, reason: str) -> None:

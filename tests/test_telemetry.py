@@ -50,6 +50,9 @@ class Recorder(PoolListener):
     def on_timeout(self, pool: Any) -> None:
         self.events.append(("timeout",))
 
+    def on_wait(self, pool: Any) -> None:
+        self.events.append(("wait",))
+
     def on_fork_reset(self, pool: Any) -> None:
         self.events.append(("fork_reset",))
 
@@ -173,8 +176,8 @@ def test_listeners_see_each_event_once_in_order() -> None:
         ("timeout",),
         ("release", 0.01),
         ("reserve", 0.0),
-        ("release", 0.02),
         ("discard", "broken"),
+        ("release", 0.02),
         ("create", 0.002),
         ("reserve", 0.002),
         ("release", 0.0),
@@ -289,3 +292,39 @@ def test_pools_are_named_after_their_servers_or_factory(
     assert ClientPool(pylibmc.Client(addresses), 2, name="cache").name == "cache"
     assert Pool(list).name == "Pool(list)"
     assert Pool(lambda: 1).name == "Pool"
+
+
+def test_listeners_see_the_pool_as_each_event_left_it() -> None:
+    pool: Pool[list[int]] = Pool(list, max_size=1)
+    seen: list[tuple[str, tuple[int, int, int]]] = []
+
+    class Usage(PoolListener):
+        def on_reserve(self, pool: Any, waited: float) -> None:
+            seen.append(("reserve", pool.usage()))
+
+        def on_wait(self, pool: Any) -> None:
+            seen.append(("wait", pool.usage()))
+
+        def on_release(self, pool: Any, used: float) -> None:
+            seen.append(("release", pool.usage()))
+
+    pool.add_listener(Usage())
+    holder = pool.checkout()
+    assert seen == [("reserve", (0, 1, 0))]
+    served, go = threading.Event(), threading.Event()
+
+    def waiter() -> None:
+        with pool.reserve(timeout=30):
+            served.set()
+            go.wait(30)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    wait_until(lambda: ("wait", (0, 1, 1)) in seen, "the waiter to queue")
+    holder.release()  # straight to the waiter: still in use, nobody waits
+    assert served.wait(10)
+    assert ("release", (0, 1, 0)) in seen
+    assert seen.count(("reserve", (0, 1, 0))) == 2
+    go.set()
+    thread.join(10)
+    assert seen[-1] == ("release", (1, 0, 0))

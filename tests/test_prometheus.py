@@ -1,0 +1,207 @@
+"""mcpool.prometheus: the pool metrics in one process, and summed over
+gunicorn's workers in multiprocess mode."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pylibmc
+import pytest
+from flask import Flask
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from test_deployment import REPO, Deployment, get, running, tail, tool
+from test_telemetry import FakeClock, wait_until
+
+from mcpool import ClientPool, Pool, PoolTimeout
+from mcpool.flask import MemcachePool
+from mcpool.prometheus import instrument
+from mcpool.testing import MemcachedServer, free_port
+
+LABEL = "db_client_connection_pool_name"
+
+
+def test_the_pool_metrics_in_one_process(memcached: MemcachedServer) -> None:
+    clock = FakeClock()
+    registry = CollectorRegistry()
+    pool = ClientPool(pylibmc.Client([memcached.address]), 2, clock=clock, timeout=30)
+    instrument(pool, registry=registry)
+    name = {LABEL: memcached.address}
+
+    def value(metric: str, **labels: str) -> float | None:
+        return registry.get_sample_value(metric, {**name, **labels})
+
+    assert value("db_client_connection_max") == 2
+    assert value("db_client_connection_idle_max") == 2
+    assert value("db_client_connection_idle_min") == 0
+    first = pool.checkout()
+    assert value("db_client_connection_count", db_client_connection_state="used") == 1
+    second = pool.checkout()
+    with pytest.raises(PoolTimeout):
+        pool.checkout(block=False)
+    assert value("db_client_connection_timeouts_total") == 1
+
+    got = threading.Event()
+
+    def waiter() -> None:
+        with pool.reserve():
+            got.set()
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    wait_until(
+        lambda: value("db_client_connection_pending_requests") == 1,
+        "the waiter to show as pending",
+    )
+    clock.advance(0.3)
+    first.release()
+    thread.join(10)
+    assert got.is_set()
+    second.release(discard=True)
+    assert value("db_client_connection_pending_requests") == 0
+    assert value("db_client_connection_count", db_client_connection_state="idle") == 1
+    assert value("db_client_connection_count", db_client_connection_state="used") == 0
+    assert value("db_client_connection_wait_time_seconds_count") == 3
+    assert value("db_client_connection_wait_time_seconds_sum") == pytest.approx(0.3)
+    assert value("db_client_connection_wait_time_seconds_bucket", le="0.25") == 2
+    assert value("db_client_connection_wait_time_seconds_bucket", le="0.5") == 3
+    assert value("db_client_connection_use_time_seconds_count") == 3
+    assert value("db_client_connection_create_time_seconds_count") == 2
+
+    text = generate_latest(registry).decode()
+    for metric, kind in [
+        ("db_client_connection_count", "gauge"),
+        ("db_client_connection_max", "gauge"),
+        ("db_client_connection_pending_requests", "gauge"),
+        ("db_client_connection_timeouts_total", "counter"),
+        ("db_client_connection_wait_time_seconds", "histogram"),
+        ("db_client_connection_use_time_seconds", "histogram"),
+        ("db_client_connection_create_time_seconds", "histogram"),
+    ]:
+        assert f"# TYPE {metric} {kind}\n" in text
+        assert f"# HELP {metric} " in text
+
+
+def test_pools_of_one_process_are_apart_by_name() -> None:
+    registry = CollectorRegistry()
+    instrument(Pool(list, 3, name="sessions"), registry=registry)
+    instrument(Pool(list, 5, name="pages"), registry=registry)
+    assert registry.get_sample_value("db_client_connection_max", {LABEL: "pages"}) == 5
+    assert (
+        registry.get_sample_value("db_client_connection_max", {LABEL: "sessions"}) == 3
+    )
+
+
+def test_flask_turns_metrics_on_by_config(memcached: MemcachedServer) -> None:
+    app = Flask(__name__)
+    app.config.update(MCPOOL_SERVERS=memcached.address, MCPOOL_METRICS="statsd")
+    with pytest.raises(ValueError, match="MCPOOL_METRICS must be one of 'otel'"):
+        MemcachePool(app)
+    app = Flask(__name__)
+    name = f"flask-{uuid.uuid4().hex[:8]}"
+    app.config.update(
+        MCPOOL_SERVERS=memcached.address,
+        MCPOOL_METRICS="prometheus",
+        MCPOOL_POOL_SIZE=3,
+        MCPOOL_POOL_OPTIONS={"name": name},
+    )
+    MemcachePool(app)
+    from prometheus_client import REGISTRY
+
+    assert REGISTRY.get_sample_value("db_client_connection_max", {LABEL: name}) == 3
+
+
+def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """GET /metrics, parsed: sample name -> sorted labels -> value."""
+    status, body = get(port, "/metrics")
+    assert status == 200, body
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            labels = tuple(sorted(sample.labels.items()))
+            samples.setdefault(sample.name, {})[labels] = sample.value
+    return samples
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uwsgi"])
+def test_one_scrape_sums_every_workers_pool(
+    server: str, fresh_memcached: MemcachedServer, tmp_path: Path
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    port = free_port()
+    if server == "gunicorn":
+        command = [
+            tool("gunicorn"),
+            "-c",
+            "python:examples.gunicorn_prometheus",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "prometheus_app:application",
+        ]
+        stop = Deployment("gunicorn", lambda port: command, 2, 3)
+    else:
+        command = [
+            tool("uwsgi"),
+            "--http-socket",
+            f"127.0.0.1:{port}",
+            "--master",
+            "--processes",
+            "2",
+            "--lazy-apps",
+            "--home",
+            sys.prefix,
+            "--module",
+            "prometheus_app:application",
+            "--need-app",
+            "--disable-logging",
+        ]
+        stop = Deployment(
+            "uwsgi", lambda port: command, 2, 3, stop_signal=signal.SIGINT
+        )
+    env = dict(
+        os.environ,
+        MCPOOL_SERVERS=fresh_memcached.address,
+        MCPOOL_POOL_SIZE="3",
+        MCPOOL_POOL_TIMEOUT="60",
+        MCPOOL_SERVER_TIMEOUT="10",
+        MCPOOL_METRICS="prometheus",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]),
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("PYTEST_CURRENT_TEST", None)
+    log = tmp_path / "server.log"
+    key = ((LABEL, fresh_memcached.address),)
+    with running(stop, port, env, log):
+        # Each worker writes its pool's max_size when it starts: both have
+        # started once the sum shows two pools' worth.
+        wait_until(
+            lambda: scrape(port).get("db_client_connection_max", {}).get(key) == 6,
+            f"both workers' pools in the scrape:\n{tail(log)}",
+            timeout=60,
+        )
+        before = scrape(port)["db_client_connection_wait_time_seconds_count"][key]
+        for _ in range(20):
+            status, _body = get(port, "/")
+            assert status == 200
+        samples = scrape(port)
+    # Every GET / reserved one client, in whichever worker served it.
+    waits = samples["db_client_connection_wait_time_seconds_count"][key]
+    assert waits - before == 20
+    assert samples["db_client_connection_use_time_seconds_count"][key] == waits
+    assert samples["db_client_connection_max"][key] == 6
+    used = samples["db_client_connection_count"][
+        tuple(sorted([*key, ("db_client_connection_state", "used")]))
+    ]
+    idle = samples["db_client_connection_count"][
+        tuple(sorted([*key, ("db_client_connection_state", "idle")]))
+    ]
+    assert used == 0 and 1 <= idle <= 6
