@@ -80,6 +80,29 @@ def telemetry_pools(master: Any) -> dict[str, Any]:
     pools: dict[str, Any] = {
         TELEMETRY + "timings=True": mcpool.ClientPool(master, 4, timings=True)
     }
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        from mcpool.otel import instrument as otel_instrument
+    except ImportError:
+        pass
+    else:
+        pool = mcpool.ClientPool(master, 4)
+        provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        otel_instrument(pool, meter_provider=provider)
+        pools[TELEMETRY + "otel.instrument (SDK)"] = pool
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from mcpool.prometheus import instrument as prometheus_instrument
+    except ImportError:
+        pass
+    else:
+        pool = mcpool.ClientPool(master, 4)
+        prometheus_instrument(pool, registry=CollectorRegistry())
+        # In one process; in multiprocess mode each write goes to a file.
+        pools[TELEMETRY + "prometheus.instrument"] = pool
     return pools
 
 

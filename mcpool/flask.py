@@ -43,7 +43,6 @@ server's statistics) and ``ping`` (does each server answer, and how fast).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -66,8 +65,10 @@ from flask.cli import AppGroup
 
 from .client import DEFAULT_TIMEOUT, Client
 from .clientpool import ClientPool
+from .histogram import Histogram
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Reservation
+from .telemetry import export_metrics
 from .threadmapped import ThreadMappedPool
 
 __all__ = ["CONFIG_DEFAULTS", "MemcachePool", "PoolState", "cli"]
@@ -94,10 +95,6 @@ CONFIG_DEFAULTS: dict[str, Any] = {
 }
 
 POOL_KINDS = ("queue", "thread")
-
-#: The values of ``MCPOOL_METRICS``: the module that exports the pool's
-#: metrics, and the extra it needs.
-METRICS_EXPORTERS = {"otel": "mcpool.otel", "prometheus": "mcpool.prometheus"}
 
 _EXTENSION_KEY = "mcpool"
 _G_KEY = "_mcpool_client"
@@ -244,7 +241,7 @@ class MemcachePool:
             # Copies, so that no app can change another's defaults in place.
             app.config.setdefault(name, _copy(value))
         state = _state_from_config(app.config)
-        _export_metrics(state.pool, app.config["MCPOOL_METRICS"])
+        export_metrics(state.pool, app.config["MCPOOL_METRICS"], "MCPOOL_METRICS")
         app.extensions[_EXTENSION_KEY] = state
         # Teardown functions run in the reverse order of registration: first
         # in the list runs last, after every other teardown function that may
@@ -465,30 +462,6 @@ def _make_pool(
     return ClientPool(master, size, timeout=timeout, **options)
 
 
-def _export_metrics(pool: Any, value: Any) -> None:
-    """Instrument *pool* with the exporters ``MCPOOL_METRICS`` names."""
-    if value is None:
-        return
-    problem = ValueError(
-        "MCPOOL_METRICS must be one of "
-        f"{', '.join(map(repr, METRICS_EXPORTERS))}, a list of them or None, "
-        f"got {value!r}"
-    )
-    if isinstance(value, str):
-        parts = value.split(",")  # from the environment: "otel,prometheus"
-    elif isinstance(value, Sequence):
-        parts = [str(part) for part in value]
-    else:
-        raise problem
-    names = [part.strip().lower() for part in parts]
-    names = [name for name in names if name and name != "none"]
-    if any(name not in METRICS_EXPORTERS for name in names):
-        raise problem
-    for name in names:
-        module = importlib.import_module(METRICS_EXPORTERS[name])
-        module.instrument(pool)
-
-
 def _parse_servers(value: Any) -> list[str]:
     if isinstance(value, str):
         servers = [part.strip() for part in value.split(",")]
@@ -600,8 +573,16 @@ def stats_command(show_all: bool) -> None:
     """Show the pool's counters and each memcached server's statistics."""
     state = _state_of(current_app)
     click.echo(f"pool: {type(state.pool).__name__}")
-    for name, value in dataclasses.asdict(state.pool.stats()).items():
-        click.echo(f"  {name}: {value}")
+    pool_stats = state.pool.stats()
+    for field in dataclasses.fields(pool_stats):
+        value = getattr(pool_stats, field.name)
+        if isinstance(value, Histogram):  # with timings on
+            value = (
+                f"{value.count} times, p50 {_seconds(value.quantile(0.5))}, "
+                f"p99 {_seconds(value.quantile(0.99))}"
+            )
+        if value is not None:
+            click.echo(f"  {field.name}: {value}")
     failed = False
     for server, _, answer in _ask_each_server(state):
         click.echo(f"server {server}:")
@@ -615,6 +596,10 @@ def stats_command(show_all: bool) -> None:
             click.echo(f"  {name}: {stats[name]}")
     if failed:
         raise SystemExit(1)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.3f} ms"
 
 
 @cli.command("ping")

@@ -20,15 +20,23 @@ reserve and release run as before.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .errors import PoolTimeout
 from .histogram import Histogram, TimeHistogram
 
-__all__ = ["DISCARD_REASONS", "NoTelemetry", "PoolListener", "Telemetry"]
+__all__ = [
+    "DISCARD_REASONS",
+    "EXPORTERS",
+    "NoTelemetry",
+    "PoolListener",
+    "Telemetry",
+    "export_metrics",
+]
 
 logger = logging.getLogger("mcpool")
 
@@ -225,3 +233,46 @@ def _call(pool: Any, method: Callable[..., None], *args: Any) -> None:
             method,
             exc_info=True,
         )
+
+
+#: The metrics exporters a setting may name, and their modules; each module
+#: has an ``instrument(pool)`` and an extra named after it.
+EXPORTERS = {"otel": "mcpool.otel", "prometheus": "mcpool.prometheus"}
+
+
+def export_metrics(
+    pool: Any, exporters: str | Sequence[str] | None, setting: str = "exporters"
+) -> list[Any]:
+    """Instrument *pool* with the exporters a framework setting names.
+
+    For integrations: the Flask extension passes ``MCPOOL_METRICS``.
+
+    :param exporters: ``"otel"``, ``"prometheus"``, both as a list or a
+        comma-separated string (from the environment), or ``None`` for none.
+    :param setting: the setting's name, for the error message.
+    :returns: what each ``instrument()`` returned.
+    :raises ValueError: an exporter not in :data:`EXPORTERS`.
+    :raises ImportError: an exporter whose extra is not installed; the
+        message says what to install.
+
+    >>> export_metrics(pool, "prometheus", "MCPOOL_METRICS")  # doctest: +SKIP
+
+    .. versionadded:: 0.1
+    """
+    if exporters is None:
+        return []
+    problem = ValueError(
+        f"{setting} must be one of {', '.join(map(repr, EXPORTERS))}, a list "
+        f"of them or None, got {exporters!r}"
+    )
+    if isinstance(exporters, str):
+        parts = exporters.split(",")  # from the environment: "otel,prometheus"
+    elif isinstance(exporters, Sequence):
+        parts = [str(part) for part in exporters]
+    else:
+        raise problem
+    names = [part.strip().lower() for part in parts]
+    names = [name for name in names if name and name != "none"]
+    if any(name not in EXPORTERS for name in names):
+        raise problem
+    return [importlib.import_module(EXPORTERS[name]).instrument(pool) for name in names]
