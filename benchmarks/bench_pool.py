@@ -53,8 +53,12 @@ def uncontended(
 ) -> dict[str, list[float]]:
     """ns per reserve+release, one list of samples per pool, interleaved."""
     samples: dict[str, list[float]] = {name: [] for name in pools}
-    for _ in range(rounds):
-        for name, pool in pools.items():
+    names = list(pools)
+    for n in range(rounds):
+        # Each round starts one pool further on, so that no pool always
+        # follows the same one on a machine whose load comes and goes.
+        for name in names[n % len(names) :] + names[: n % len(names)]:
+            pool = pools[name]
             if name == "deque pop/append":
                 d = pool
                 stmt: Callable[[], object] = lambda d=d: d.append(d.pop())  # noqa: E731
@@ -75,11 +79,13 @@ def uncontended(
 TELEMETRY = "mcpool.ClientPool, "
 
 
-def telemetry_pools(master: Any) -> dict[str, Any]:
+def telemetry_pools(master: Any, exporters: bool) -> dict[str, Any]:
     """mcpool pools with timings on, and with each installed exporter."""
     pools: dict[str, Any] = {
         TELEMETRY + "timings=True": mcpool.ClientPool(master, 4, timings=True)
     }
+    if not exporters:
+        return pools
     try:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -175,6 +181,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument(
+        "--rounds", type=int, help="rounds of the uncontended tables (default 9)"
+    )
+    parser.add_argument(
+        "--no-exporters",
+        action="store_true",
+        help="leave the OpenTelemetry and Prometheus rows out of table 3",
+    )
+    parser.add_argument(
         "--uncontended-only",
         action="store_true",
         help="skip the contention table (tables 1 and 3 only)",
@@ -196,6 +210,8 @@ def main() -> int:
         )
     )
 
+    if args.rounds:
+        rounds = args.rounds
     with MemcachedServer() as server:
         master = pylibmc.Client([server.address], binary=True)
         master.set("bench:key", "x" * 100)
@@ -213,7 +229,7 @@ def main() -> int:
             ),
             "pylibmc.ClientPool": pylibmc.ClientPool(master, 4),
             "deque pop/append": collections.deque([object()]),
-            **telemetry_pools(master),
+            **telemetry_pools(master, exporters=not args.no_exporters),
         }
         samples = uncontended(pools, rounds, number)
         results: dict[str, Any] = {"uncontended": {}, "contended": {}}

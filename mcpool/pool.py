@@ -546,14 +546,15 @@ class Pool(Generic[T]):
 
         .. versionadded:: 0.1
         """
-        telemetry = self._telemetry
-        if not isinstance(telemetry, Telemetry):
-            telemetry = Telemetry(self.clock)
-        # A new tuple, never changed in place: a thread calling the
-        # listeners keeps the one it started with.
-        telemetry.listeners = (*telemetry.listeners, listener)
-        self._telemetry = telemetry
-        self._update_vetting()
+        with self._lock:
+            telemetry = self._telemetry
+            if not isinstance(telemetry, Telemetry):
+                telemetry = Telemetry(self.clock)
+            # A new tuple, never changed in place: a thread calling the
+            # listeners keeps the one it started with.
+            telemetry.listeners = (*telemetry.listeners, listener)
+            self._telemetry = telemetry
+            self._update_vetting()
 
     def remove_listener(self, listener: PoolListener) -> None:
         """Stop telling *listener* of events; timings stay on.
@@ -562,9 +563,10 @@ class Pool(Generic[T]):
 
         .. versionadded:: 0.1
         """
-        listeners = list(self._telemetry.listeners)
-        listeners.remove(listener)
-        self._telemetry.listeners = tuple(listeners)
+        with self._lock:
+            listeners = list(self._telemetry.listeners)
+            listeners.remove(listener)
+            self._telemetry.listeners = tuple(listeners)
 
     def _default_name(self) -> str:
         """The name when none is given: stable across processes and restarts."""

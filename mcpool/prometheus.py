@@ -213,9 +213,10 @@ class Exporter(PoolListener):
 
     def on_fork_reset(self, pool: Any) -> None:
         # A new process: prometheus_client starts its values afresh (its own
-        # files in multiprocess mode), so everything is written again.
-        with self._lock:
-            self._last = None
+        # files in multiprocess mode), so everything is written again. A new
+        # lock too: a thread of the parent may have held the old one.
+        self._lock = threading.Lock()
+        self._last = None
         self._write_limits()
         self.refresh()
 

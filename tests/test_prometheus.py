@@ -205,3 +205,32 @@ def test_one_scrape_sums_every_workers_pool(
         tuple(sorted([*key, ("db_client_connection_state", "idle")]))
     ]
     assert used == 0 and 1 <= idle <= 6
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_reports_its_own_pool() -> None:
+    registry = CollectorRegistry()
+    pool: Pool[list[int]] = Pool(list, 2, name="forked")
+    instrument(pool, registry=registry)
+    with pool.reserve():
+        pass  # one idle item in the parent
+
+    def idle() -> float | None:
+        return registry.get_sample_value(
+            "db_client_connection_count",
+            {LABEL: "forked", "db_client_connection_state": "idle"},
+        )
+
+    assert idle() == 1
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write_end, repr(idle()).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        answer = reader.read()
+    os.waitpid(pid, 0)
+    assert answer == b"0.0", "the child's pool has none of the parent's items"
