@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Set-up and entry point for mcpool's jobs.
 #
-#   ./run.sh demo       start a local memcached, serve an example app on the
-#                       pool, drive requests through it from many threads,
-#                       print stats
+#   ./run.sh demo       in under a minute: a Flask app on mcpool under load
+#                       from many threads, its memcached stopped and started
+#                       again, a hostile key, and pylibmc's own pool under the
+#                       same load (examples/demo.py)
 #   ./run.sh test       lint (ruff), types (mypy --strict), the docs build and
 #                       the test suite
 #   ./run.sh test-only  the test suite alone (pytest), for trying other
@@ -12,7 +13,9 @@
 # Arguments after the job go to the demo or to pytest. Each job first installs
 # what is missing: the memcached server, the SASL tools and wrk from the system
 # packages (apt, as root or through sudo), a virtualenv, and the package with
-# its development tools and a pylibmc binding. Variables:
+# its development tools and a pylibmc binding. The demo installs only what it
+# runs: memcached, and mcpool with pylibmc and Flask in a virtualenv of its own
+# (.venv-demo), showing pip's progress. Variables:
 #
 #   PYTHON          the interpreter the virtualenv is made from (python3)
 #   MCPOOL_PYLIBMC  which distribution provides the module pylibmc: pylibmc
@@ -22,12 +25,14 @@
 #   MCPOOL_CONSTRAINTS
 #                   a pip constraints file for the install, such as
 #                   .ci/floors.txt (the lowest releases the metadata admits)
+#   DEMO_VENV       the demo's virtualenv (.venv-demo)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
 MCPOOL_PYLIBMC=${MCPOOL_PYLIBMC:-pylibmc}
 VENV=${VENV:-.venv}
+DEMO_VENV=${DEMO_VENV:-.venv-demo}
 MCPOOL_CONSTRAINTS=${MCPOOL_CONSTRAINTS:-}
 
 case "$MCPOOL_PYLIBMC" in
@@ -89,16 +94,33 @@ install_pylibmc_build_deps() {
         return 0
     fi
     echo "no pylibmc wheel for $("$py" -V): pip will build it from source"
+    command -v cc >/dev/null 2>&1 || missing+=(gcc)
+    "$py" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+        || missing+=(python3-dev)
     apt_install "${missing[@]}"
 }
 
+install_demo_system_packages() {
+    local missing=()
+    command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+    "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+}
+
 install_python_packages() {
-    # Reinstall only when the package metadata, the interpreter or the
-    # binding changed since the last install into this virtualenv.
+    # $1: the extras to install mcpool with; $2: pip's verbosity option (-q,
+    # or nothing to show its progress).
+    local extras=$1 quiet=${2:-}
+    # Reinstall only when the package metadata, the interpreter, the binding
+    # or the extras changed since the last install into this virtualenv.
     local stamp="$VENV/.mcpool-installed"
     local interpreter want
     interpreter=$("$PYTHON" -c 'import sys; print(sys.base_prefix, sys.version)')
     want=$( { cat pyproject.toml; echo "$interpreter"; echo "$MCPOOL_PYLIBMC"
+              echo "$extras"
               [ -z "$MCPOOL_CONSTRAINTS" ] || cat "$MCPOOL_CONSTRAINTS"; } \
         | sha256sum | cut -d' ' -f1)
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -121,7 +143,8 @@ install_python_packages() {
     fi
     local constraints=()
     [ -z "$MCPOOL_CONSTRAINTS" ] || constraints=(-c "$MCPOOL_CONSTRAINTS")
-    "$py" -m pip install -q -e ".[dev,$MCPOOL_PYLIBMC]" ${constraints[@]+"${constraints[@]}"}
+    [ -n "$quiet" ] || echo "installing mcpool[$extras] into $VENV"
+    "$py" -m pip install $quiet -e ".[$extras]" ${constraints[@]+"${constraints[@]}"}
     echo "$want" > "$stamp"
 }
 
@@ -145,8 +168,9 @@ run_checks() {
     echo "== ruff"
     "$py" -m ruff check .
     "$py" -m ruff format --check .
-    echo "== mypy --strict mcpool/ examples/"
-    "$py" -m mypy --strict mcpool/ examples/
+    echo "== mypy --strict mcpool/ examples/ tests/typing/"
+    # tests/typing/usage.py: what applications see of mcpool's types.
+    "$py" -m mypy --strict mcpool/ examples/ tests/typing/
     echo "== sphinx (warnings are errors)"
     "$py" -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
 }
@@ -154,21 +178,23 @@ run_checks() {
 case "${1:-}" in
     demo)
         shift
-        install_system_packages
-        install_python_packages
+        # Only what the demo runs: not the development tools of .venv.
+        VENV=$DEMO_VENV
+        install_demo_system_packages
+        install_python_packages "flask,$MCPOOL_PYLIBMC"
         exec "$VENV/bin/python" examples/demo.py "$@"
         ;;
     test)
         shift
         install_system_packages
-        install_python_packages
+        install_python_packages "dev,$MCPOOL_PYLIBMC" -q
         run_checks
         run_pytest "$@"
         ;;
     test-only)
         shift
         install_system_packages
-        install_python_packages
+        install_python_packages "dev,$MCPOOL_PYLIBMC" -q
         run_pytest "$@"
         ;;
     *)

@@ -1,7 +1,7 @@
 """mcpool: a fair, bounded, observable, fork-safe memcached client pool.
 
->>> import pylibmc, mcpool
->>> pool = mcpool.ClientPool(pylibmc.Client(["127.0.0.1:11211"]), 8)  # doctest: +SKIP
+>>> import mcpool
+>>> pool = mcpool.ClientPool(mcpool.Client(["127.0.0.1:11211"]), 8)  # doctest: +SKIP
 >>> with pool.reserve() as mc:  # doctest: +SKIP
 ...     mc.set("k", "v")
 """
@@ -41,6 +41,7 @@ from .lease import Lease
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Pool, Reservation
 from .stats import PoolStats
+from .statsapp import StatsApp
 from .telemetry import PoolListener
 from .threadmapped import (
     GreenThreadsWarning,
@@ -66,6 +67,7 @@ __all__ = [
     "RequestClient",
     "Reservation",
     "ServerUnavailable",
+    "StatsApp",
     "ThreadBinding",
     "ThreadLease",
     "ThreadMappedPool",

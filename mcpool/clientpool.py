@@ -17,17 +17,24 @@ pylibmc errors mean a client's connection or protocol state is broken
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import pylibmc
 
 from .errors import PoolError, ServerUnavailable
 from .fork import abandon
 from .pool import Pool
+from .servers import ServerHealth
+from .stats import PoolStats
 
-__all__ = ["BENIGN_ERRORS", "ClientPool", "is_fatal_error"]
+__all__ = ["BENIGN_ERRORS", "ClientPool", "ClientT", "is_fatal_error"]
+
+#: The type of the clients a pool holds: ``pylibmc.Client`` or a subclass
+#: (:class:`mcpool.Client`), the type of the master given to the pool.
+ClientT = TypeVar("ClientT", bound=pylibmc.Client)
 
 #: pylibmc errors that say something about a key or a value, not about the
 #: connection: the client that raised them is fine and goes back to the pool.
@@ -72,11 +79,11 @@ def is_fatal_error(exc: BaseException) -> bool:
     return isinstance(exc, pylibmc.Error) and not isinstance(exc, BENIGN_ERRORS)
 
 
-def _disconnect(client: Any) -> None:
+def _disconnect(client: pylibmc.Client) -> None:
     client.disconnect_all()
 
 
-class ClientPool(Pool[Any]):
+class ClientPool(Pool[ClientT]):
     """A fair, bounded pool of clones of a master pylibmc client.
 
     Drop-in for ``pylibmc.ClientPool``: ``ClientPool(mc, n_slots)``,
@@ -102,7 +109,7 @@ class ClientPool(Pool[Any]):
 
     def __init__(
         self,
-        mc: Any = None,
+        mc: ClientT | None = None,
         n_slots: int = 0,
         *,
         timeout: float = 2.0,
@@ -117,7 +124,7 @@ class ClientPool(Pool[Any]):
         name: str | None = None,
         timings: bool = False,
     ) -> None:
-        self.master = mc
+        self.master: ClientT | None = mc
         self._behaviors_version = 0
         self._behaviors: dict[str, Any] = {}
         super().__init__(
@@ -146,7 +153,7 @@ class ClientPool(Pool[Any]):
             return ",".join(str(address) for address in addresses)
         return type(self).__name__
 
-    def fill(self, mc: Any, n_slots: int) -> None:
+    def fill(self, mc: ClientT, n_slots: int) -> None:
         """Use *mc* as the master and allow *n_slots* more clones.
 
         As with pylibmc, ``ClientPool()`` followed by ``fill(mc, 4)`` gives a
@@ -185,17 +192,30 @@ class ClientPool(Pool[Any]):
             for slot in list(self._idle):
                 self._sync_behaviors(slot.item)
 
-    def _sync_behaviors(self, client: Any) -> None:
+    def _sync_behaviors(self, client: ClientT) -> None:
         if getattr(client, "_mcpool_behaviors", 0) != self._behaviors_version:
             client.set_behaviors(self._behaviors)
-            client._mcpool_behaviors = self._behaviors_version
+            client._mcpool_behaviors = self._behaviors_version  # type: ignore[attr-defined]
 
-    def _clone(self) -> Any:
+    def stats(self) -> PoolStats:
+        """:meth:`Pool.stats <mcpool.Pool.stats>`, with the state of each
+        server when the master is a :class:`mcpool.Client`.
+
+        >>> [s.address for s in pool.stats().servers]  # doctest: +SKIP
+        ['127.0.0.1:11211']
+        """
+        stats = super().stats()
+        health = getattr(self.master, "health", None)
+        if isinstance(health, ServerHealth):
+            return dataclasses.replace(stats, servers=health.snapshot())
+        return stats
+
+    def _clone(self) -> ClientT:
         master = self.master
         if master is None:
             raise PoolError("the pool has no master client; call fill(mc, n_slots)")
         client = master.clone()
-        client._mcpool_behaviors = self._behaviors_version
+        client._mcpool_behaviors = self._behaviors_version  # type: ignore[attr-defined]
         return client
 
     def _on_fork(self) -> None:

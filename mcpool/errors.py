@@ -43,7 +43,7 @@ class InvalidKey(ValueError):
     """A memcached key that must not reach the wire; the message says why."""
 
 
-class ServerUnavailable(pylibmc.Error):  # type: ignore[misc]
+class ServerUnavailable(pylibmc.Error):
     """A write could not reach its server: down, hung, refusing, or ejected.
 
     :class:`mcpool.Client` raises it, whatever error class or return value
@@ -61,7 +61,7 @@ class ServerUnavailable(pylibmc.Error):  # type: ignore[misc]
         self.keys = list(keys)
 
 
-class ValueTooLarge(pylibmc.TooBig):  # type: ignore[misc]
+class ValueTooLarge(pylibmc.TooBig):
     """A value was larger than the server's item size limit (``memcached -I``).
 
     The key then holds no value: :class:`mcpool.Client` deletes what the

@@ -37,14 +37,20 @@ holds the request's client until the server closes the response; the
 extension then uses the middleware's client.
 
 The ``flask mcpool`` command group has ``stats`` (the pool's and each
-server's statistics) and ``ping`` (does each server answer, and how fast).
+server's statistics; ``--url`` reads a running app's, served at
+``MCPOOL_STATS_URL``) and ``ping`` (does each server answer, and how fast).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import logging
+import os
 import time
+import urllib.request
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -60,18 +66,36 @@ except ImportError as exc:
     ) from exc
 
 import click  # a dependency of Flask's
-from flask import current_app, g, has_app_context, has_request_context, request
+from flask import (
+    Response,
+    current_app,
+    g,
+    has_app_context,
+    has_request_context,
+    request,
+)
 from flask.cli import AppGroup
 
 from .client import DEFAULT_TIMEOUT, Client
 from .clientpool import ClientPool
+from .errors import ServerUnavailable
 from .histogram import Histogram
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Reservation
+from .servers import parse_server, probe
+from .statsapp import stats_document
 from .telemetry import export_metrics
 from .threadmapped import ThreadMappedPool
 
-__all__ = ["CONFIG_DEFAULTS", "MemcachePool", "PoolState", "cli"]
+__all__ = [
+    "CONFIG_DEFAULTS",
+    "ConfigWarning",
+    "MemcachePool",
+    "PoolState",
+    "StartupCheckWarning",
+    "cli",
+    "config_from_env",
+]
 
 #: The ``app.config`` keys the extension reads, with their defaults. Each is
 #: set with ``setdefault`` by :meth:`MemcachePool.init_app`, so values set
@@ -91,12 +115,46 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "MCPOOL_POOL_OPTIONS": {},
     "MCPOOL_WSGI_MIDDLEWARE": False,
     "MCPOOL_ENVIRON_KEY": "mcpool.client",
+    "MCPOOL_CHECK_ON_START": "off",
+    "MCPOOL_CHECK_TIMEOUT": 1.0,
+    "MCPOOL_STATS_URL": None,
     "MCPOOL_METRICS": None,
 }
 
 POOL_KINDS = ("queue", "thread")
+CHECK_MODES = ("off", "warn", "fail")
 
+logger = logging.getLogger("mcpool.flask")
+
+#: What each key takes from the environment besides a string: an environment
+#: value that parses as JSON of one of these types is used parsed, any other
+#: value as the string it is (which the extension parses in turn: servers
+#: comma-separated, "true"/"off", numbers). Keys not listed take strings only,
+#: so that a password "1234" stays text.
+_ENV_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "MCPOOL_SERVERS": (list,),
+    "MCPOOL_SAFE_CLIENT": (bool,),
+    "MCPOOL_SERVER_TIMEOUT": (int, float),
+    "MCPOOL_BINARY": (bool,),
+    "MCPOOL_BEHAVIORS": (dict,),
+    "MCPOOL_CLIENT_OPTIONS": (dict,),
+    "MCPOOL_POOL_SIZE": (int,),
+    "MCPOOL_POOL_TIMEOUT": (int, float),
+    "MCPOOL_POOL_OPTIONS": (dict,),
+    "MCPOOL_WSGI_MIDDLEWARE": (bool,),
+    "MCPOOL_CHECK_TIMEOUT": (int, float),
+}
+
+#: Environment variables with the prefix that are not app config: the ones
+#: mcpool's own set-up script reads (run.sh), which may be set in the
+#: environment the test suite runs in.
+_NOT_CONFIG = frozenset({"MCPOOL_PYLIBMC", "MCPOOL_CONSTRAINTS"})
+
+_ENV_PREFIX = "MCPOOL_"
 _EXTENSION_KEY = "mcpool"
+# Set in app.extensions by config_from_env: the app reads its MCPOOL_* from
+# an environment on purpose, and init_app need not look at os.environ.
+_FROM_ENV_KEY = "mcpool.from_env"
 _G_KEY = "_mcpool_client"
 
 
@@ -167,6 +225,122 @@ def _context_variables() -> tuple[Any, Any]:
 _app_context_var, _request_context_var = _context_variables()
 
 
+class ConfigWarning(UserWarning):
+    """An ``MCPOOL_*`` name that the extension does not know, or an
+    environment variable that it was not asked to read.
+
+    .. versionadded:: 0.1
+    """
+
+
+def config_from_env(
+    app: Flask, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Set *app*'s ``MCPOOL_*`` config from environment variables of the same names.
+
+    Call it in the app factory before :meth:`MemcachePool.init_app`, where
+    it overrides what the config had (put test config after it). Like
+    Flask's :meth:`~flask.Config.from_prefixed_env`, a value that parses as
+    JSON is used parsed, if it has a type the key takes (``8``, ``true``,
+    ``{"tcp_nodelay": true}``, ``["a:11211", "b:11211"]``); anything else
+    is kept as the string it is, which the extension parses in turn
+    (``127.0.0.1:11211,127.0.0.1:11212``, ``off``). Text keys
+    (``MCPOOL_USERNAME``, ``MCPOOL_PASSWORD``, ``MCPOOL_POOL``, ...) are never
+    parsed. An unknown ``MCPOOL_*`` variable warns with the nearest valid
+    name (:class:`ConfigWarning`).
+
+    :param environ: where to read; :data:`os.environ` if not given.
+    :returns: the keys set, with their values.
+    :raises RuntimeError: :meth:`~MemcachePool.init_app` already ran for
+        *app*, so the values would have no effect.
+
+    >>> def create_app():  # doctest: +SKIP
+    ...     app = Flask(__name__)
+    ...     config_from_env(app)  # MCPOOL_SERVERS=10.0.0.1:11211 flask run
+    ...     memcache.init_app(app)
+    ...     return app
+
+    .. versionadded:: 0.1
+    """
+    if _EXTENSION_KEY in app.extensions:
+        raise RuntimeError(
+            f"mcpool is already set up for the app {app.name!r}: call "
+            "config_from_env(app) before memcache.init_app(app)"
+        )
+    if environ is None:
+        environ = os.environ
+    loaded: dict[str, Any] = {}
+    for name in sorted(environ):
+        if not name.startswith(_ENV_PREFIX) or name in _NOT_CONFIG:
+            continue
+        if name not in CONFIG_DEFAULTS:
+            _warn_unknown(name, "environment variable", stacklevel=3)
+            continue
+        loaded[name] = _env_value(name, environ[name])
+    app.config.update(loaded)
+    app.extensions[_FROM_ENV_KEY] = True
+    return loaded
+
+
+def _env_value(name: str, text: str) -> Any:
+    types = _ENV_JSON_TYPES.get(name)
+    if types is None:
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    # bool is an int: MCPOOL_POOL_SIZE=true stays the string, to be refused.
+    if isinstance(value, types) and (bool in types or not isinstance(value, bool)):
+        return value
+    return text
+
+
+def _warn_unknown(name: str, what: str, stacklevel: int) -> None:
+    close = difflib.get_close_matches(name, CONFIG_DEFAULTS, n=1)
+    hint = f"did you mean {close[0]}?" if close else "see CONFIG_DEFAULTS"
+    warnings.warn(
+        f"unknown {what} {name}: mcpool ignores it ({hint})",
+        ConfigWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def _check_names(app: Flask) -> None:
+    """Warn of unknown ``MCPOOL_*`` config keys, and, unless the app read
+    its config from the environment, of ``MCPOOL_*`` variables there that the
+    config does not follow: they would otherwise be ignored without a word."""
+    for name in app.config:
+        if name.startswith(_ENV_PREFIX) and name not in CONFIG_DEFAULTS:
+            _warn_unknown(name, "config key", stacklevel=4)
+    if app.extensions.get(_FROM_ENV_KEY):
+        return
+    for name in sorted(os.environ):
+        if not name.startswith(_ENV_PREFIX) or name in _NOT_CONFIG:
+            continue
+        if name not in CONFIG_DEFAULTS:
+            _warn_unknown(name, "environment variable", stacklevel=4)
+            continue
+        in_config = app.config.get(name, CONFIG_DEFAULTS[name])
+        if _env_value(name, os.environ[name]) != in_config:
+            warnings.warn(
+                f"the environment sets {name}={os.environ[name]!r}, but the "
+                f"app's config has {in_config!r}: the extension "
+                "reads app.config only; call mcpool.flask.config_from_env(app) "
+                "before init_app to take MCPOOL_* from the environment",
+                ConfigWarning,
+                stacklevel=3,
+            )
+
+
+class StartupCheckWarning(UserWarning):
+    """No memcached server answered the start-up check
+    (``MCPOOL_CHECK_ON_START = "warn"``).
+
+    .. versionadded:: 0.1
+    """
+
+
 class PoolState:
     """One app's memcached set-up, kept in ``app.extensions["mcpool"]``.
 
@@ -181,11 +355,11 @@ class PoolState:
 
     def __init__(
         self,
-        pool: Any,
-        master: Any,
+        pool: ClientPool[pylibmc.Client],
+        master: pylibmc.Client,
         servers: list[str],
         environ_key: str,
-        make_client: Callable[[list[str]], Any],
+        make_client: Callable[[list[str]], pylibmc.Client],
     ) -> None:
         self.pool = pool
         self.master = master
@@ -224,7 +398,9 @@ class MemcachePool:
 
         :raises ValueError: a config value is malformed; the message names
             the key.
-        :raises RuntimeError: ``init_app`` was already called for *app*.
+        :raises RuntimeError: ``init_app`` was already called for *app*, or
+            Flask-Caching's :class:`mcpool.cachelib.MemcachedCache` was set
+            up for *app* before it (and made a pool of its own).
 
         >>> def create_app():  # doctest: +SKIP
         ...     app = Flask(__name__)
@@ -237,10 +413,31 @@ class MemcachePool:
                 f"mcpool is already set up for the app {app.name!r}; call "
                 "init_app once per app"
             )
+        if app.extensions.get("mcpool.cachelib"):
+            raise RuntimeError(
+                f"Flask-Caching's mcpool.cachelib.MemcachedCache was set up for the "
+                f"app {app.name!r} before MemcachePool, and made a pool of its own: "
+                "call memcache.init_app(app) before Cache(app) (or "
+                "cache.init_app(app)), and the cache uses the extension's pool"
+            )
+        _check_names(app)
         for name, value in CONFIG_DEFAULTS.items():
             # Copies, so that no app can change another's defaults in place.
             app.config.setdefault(name, _copy(value))
         state = _state_from_config(app.config)
+        check_mode = app.config["MCPOOL_CHECK_ON_START"]
+        if check_mode not in CHECK_MODES:
+            raise ValueError(
+                "MCPOOL_CHECK_ON_START must be one of "
+                f"{', '.join(map(repr, CHECK_MODES))}, got {check_mode!r}"
+            )
+        if check_mode != "off":
+            check_timeout = _parse_number(app.config, "MCPOOL_CHECK_TIMEOUT", float)
+            try:
+                _check_servers(state, check_timeout, fail=check_mode == "fail")
+            except BaseException:
+                state.pool.close()
+                raise
         export_metrics(state.pool, app.config["MCPOOL_METRICS"], "MCPOOL_METRICS")
         app.extensions[_EXTENSION_KEY] = state
         # Teardown functions run in the reverse order of registration: first
@@ -248,18 +445,27 @@ class MemcachePool:
         # still use the context's client.
         app.teardown_appcontext_funcs.insert(0, _release_context_client)
         app.cli.add_command(cli)
+        stats_url = app.config["MCPOOL_STATS_URL"] or None
+        if stats_url is not None:
+            app.add_url_rule(stats_url, "mcpool_stats", _stats_view, methods=["GET"])
         if _parse_bool(app.config, "MCPOOL_WSGI_MIDDLEWARE"):
             app.wsgi_app = PoolMiddleware(  # type: ignore[method-assign]
                 app.wsgi_app, state.pool, state.environ_key
             )
 
     @property
-    def client(self) -> RequestClient:
+    def client(self) -> pylibmc.Client:
         """The current context's client, reserved on first use.
 
         The same object for the whole app context; released when the context
         is torn down (or, if :class:`~mcpool.PoolMiddleware` is installed for
         this app's pool, when the server closes the response).
+
+        It is a :class:`~mcpool.RequestClient`, which has the client's
+        methods and reserves the client when one is first called; to type
+        checkers it is the ``pylibmc.Client`` it stands for (an
+        :class:`mcpool.Client`, itself a ``pylibmc.Client``, unless
+        ``MCPOOL_SAFE_CLIENT`` is off), so a misspelt method is an error.
 
         :raises RuntimeError: outside an app context, or for an app that
             :meth:`init_app` has not set up.
@@ -278,7 +484,7 @@ class MemcachePool:
         if request_context is not None:
             shared = request_context.request.environ.get(state.environ_key)
             if isinstance(shared, RequestClient) and shared.pool is state.pool:
-                return shared
+                return shared  # type: ignore[return-value]
         # g's own dict: getattr(g, name, None) on a missing name raises and
         # catches an AttributeError inside flask, a microsecond per request.
         context_globals = app_context.g.__dict__
@@ -292,11 +498,14 @@ class MemcachePool:
             # released by its own teardown. Without a request, a released
             # client is a use after the teardown, and raises when used.
             context_client = context_globals[_G_KEY] = RequestClient(state.pool)
-        return context_client
+        # Typed as the client it stands for (see above); no cast() here, a
+        # call on every use.
+        return context_client  # type: ignore[return-value]
 
     @property
-    def pool(self) -> Any:
-        """The current app's pool.
+    def pool(self) -> ClientPool[pylibmc.Client]:
+        """The current app's pool (a :class:`~mcpool.ThreadMappedPool` for
+        ``MCPOOL_POOL = "thread"``, which is a :class:`~mcpool.ClientPool`).
 
         :raises RuntimeError: outside an app context, or for an app that
             :meth:`init_app` has not set up.
@@ -308,7 +517,7 @@ class MemcachePool:
 
     def reserve(
         self, block: bool = True, timeout: float | None = None
-    ) -> Reservation[Any]:
+    ) -> Reservation[pylibmc.Client]:
         """Reserve a client of the current app's pool for one ``with`` block.
 
         Independent of :attr:`client`: with a ``"queue"`` pool the block gets
@@ -323,8 +532,7 @@ class MemcachePool:
         :raises mcpool.PoolTimeout: no client free within *timeout*.
         """
         pool = _current_state("MemcachePool.reserve()").pool
-        reservation: Reservation[Any] = pool.reserve(block, timeout)
-        return reservation
+        return pool.reserve(block, timeout)
 
     @staticmethod
     def get_state(app: Flask) -> PoolState:
@@ -336,6 +544,16 @@ class MemcachePool:
         0
         """
         return _state_of(app)
+
+
+def _stats_view() -> Response:
+    """The serving process's pool statistics, as :class:`~mcpool.StatsApp`
+    serves them (``MCPOOL_STATS_URL``)."""
+    state = _current_state("the mcpool stats view")
+    body = json.dumps(stats_document(state.pool), default=str)
+    response = Response(body, mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _copy(value: Any) -> Any:
@@ -424,7 +642,7 @@ def _state_from_config(config: Mapping[str, Any]) -> PoolState:
     timeout = _parse_number(config, "MCPOOL_POOL_TIMEOUT", float)
     environ_key = config["MCPOOL_ENVIRON_KEY"]
 
-    def make_client(addresses: list[str]) -> Any:
+    def make_client(addresses: list[str]) -> pylibmc.Client:
         options: dict[str, Any] = {"binary": binary, **client_options}
         # Always a mapping: pylibmc 1.6.3 on Python 3.13 prints 31 ignored
         # exceptions for each client made with behaviors=None.
@@ -453,8 +671,12 @@ def _state_from_config(config: Mapping[str, Any]) -> PoolState:
 
 
 def _make_pool(
-    kind: str, master: Any, size: int, timeout: float, options: dict[str, Any]
-) -> Any:
+    kind: str,
+    master: pylibmc.Client,
+    size: int,
+    timeout: float,
+    options: dict[str, Any],
+) -> ClientPool[pylibmc.Client]:
     if kind == "thread":
         # A client per thread, at most *size* bound at once; a thread that
         # finds them all bound waits up to *timeout*.
@@ -475,6 +697,11 @@ def _parse_servers(value: Any) -> list[str]:
     servers = [server for server in servers if server]
     if not servers:
         raise ValueError("MCPOOL_SERVERS names no server")
+    for server in servers:
+        try:
+            parse_server(server)
+        except ValueError as exc:
+            raise ValueError(f"MCPOOL_SERVERS: {exc}") from None
     return servers
 
 
@@ -563,26 +790,64 @@ def _ask_each_server(state: PoolState) -> list[tuple[str, float, Any]]:
     return answers
 
 
+def _check_servers(state: PoolState, timeout: float, fail: bool) -> None:
+    """Log each server that does not answer within *timeout*; when none
+    does, warn (:class:`StartupCheckWarning`) or, with *fail*, raise."""
+    binary = bool(getattr(state.master, "binary", False))
+    unanswered = []
+    for server in state.servers:
+        error = probe(server, timeout, binary=binary)
+        if error is not None:
+            logger.warning(
+                "memcached server %s did not answer the start-up check: %s",
+                server,
+                error,
+            )
+            unanswered.append(f"{server} ({error})")
+    if len(unanswered) < len(state.servers):
+        return
+    message = (
+        f"no memcached server answered within {timeout:g} s: "
+        f"{', '.join(unanswered)}; check MCPOOL_SERVERS and that memcached "
+        "runs there"
+    )
+    if fail:
+        raise ServerUnavailable(
+            f"{message} (MCPOOL_CHECK_ON_START = 'fail'; 'warn' lets the "
+            "app start, every read a miss, until a server comes up)"
+        )
+    warnings.warn(message, StartupCheckWarning, stacklevel=3)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @cli.command("stats")
 @click.option("--all", "show_all", is_flag=True, help="Every server statistic.")
-def stats_command(show_all: bool) -> None:
-    """Show the pool's counters and each memcached server's statistics."""
+@click.option(
+    "--url",
+    metavar="URL",
+    help="Read a running app's pool from its MCPOOL_STATS_URL endpoint "
+    "(http://127.0.0.1:8000/_mcpool/stats) instead of this process's.",
+)
+def stats_command(show_all: bool, url: str | None) -> None:
+    """Show the pool's counters and each memcached server's statistics.
+
+    Without --url, the pool is the one this command's own process made: it
+    has served nothing. A running server's workers each have their own pool;
+    --url reads the one of the worker that answers.
+    """
+    if url is not None:
+        _show_remote_stats(url)
+        return
     state = _state_of(current_app)
-    click.echo(f"pool: {type(state.pool).__name__}")
-    pool_stats = state.pool.stats()
-    for field in dataclasses.fields(pool_stats):
-        value = getattr(pool_stats, field.name)
-        if isinstance(value, Histogram):  # with timings on
-            value = (
-                f"{value.count} times, p50 {_seconds(value.quantile(0.5))}, "
-                f"p99 {_seconds(value.quantile(0.99))}"
-            )
-        if value is not None:
-            click.echo(f"  {field.name}: {value}")
+    click.echo(
+        f"(the pool of this CLI process, pid {os.getpid()}, not of a running "
+        "server's: to read one, serve MCPOOL_STATS_URL and give its address "
+        "with --url)"
+    )
+    _echo_pool_stats(type(state.pool).__name__, dataclasses.asdict(state.pool.stats()))
     failed = False
     for server, _, answer in _ask_each_server(state):
         click.echo(f"server {server}:")
@@ -596,6 +861,49 @@ def stats_command(show_all: bool) -> None:
             click.echo(f"  {name}: {stats[name]}")
     if failed:
         raise SystemExit(1)
+
+
+def _show_remote_stats(url: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        click.echo(f"--url takes an http:// or https:// address, got {url!r}", err=True)
+        raise SystemExit(2)
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            document = json.load(reply)
+        pid, kind, stats = document["pid"], document["pool"], document["stats"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        click.echo(
+            f"could not read pool statistics from {url}: {exc} (is the app "
+            "serving MCPOOL_STATS_URL there?)",
+            err=True,
+        )
+        raise SystemExit(1) from None
+    click.echo(f"(the pool of process {pid}, which answered {url})")
+    _echo_pool_stats(kind, stats)
+
+
+def _echo_pool_stats(kind: str, stats: Mapping[str, Any]) -> None:
+    click.echo(f"pool: {kind}")
+    for name, value in stats.items():
+        if isinstance(value, Mapping) and "counts" in value:  # timings on
+            times = Histogram(
+                tuple(value["bounds"]), tuple(value["counts"]), value["sum"]
+            )
+            value = (
+                f"{times.count} times, p50 {_seconds(times.quantile(0.5))}, "
+                f"p99 {_seconds(times.quantile(0.99))}"
+            )
+        if name != "servers" and value is not None:
+            click.echo(f"  {name}: {value}")
+    for server in stats.get("servers") or ():
+        state = "available" if server["available"] else "UNAVAILABLE"
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(server["since"]))
+        click.echo(
+            f"  server {server['address']}: {state} since {since}, "
+            f"{server['unavailable']} requests failed, "
+            f"{server['ejections']} times down"
+            + (f", last error: {server['error']}" if server["error"] else "")
+        )
 
 
 def _seconds(value: float | None) -> str:

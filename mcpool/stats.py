@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .servers import ServerState
 
 from .histogram import Histogram
 
@@ -48,6 +52,10 @@ class PoolStats:
     #: exception) and whose slot the pool freed; each is logged with the
     #: line that reserved it
     recovered: int = 0
+    #: each server's state and counters (:class:`mcpool.servers.ServerState`)
+    #: for a :class:`~mcpool.ClientPool` of :class:`mcpool.Client`; empty
+    #: for other pools
+    servers: tuple[ServerState, ...] = ()
     #: the pool's name
     name: str = ""
     #: with timings on, seconds from entering ``reserve()`` to holding an

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, NoReturn, cast
 
-from .clientpool import ClientPool, is_fatal_error
+from .clientpool import ClientPool, ClientT, is_fatal_error
 from .errors import PoolClosed
 from .fork import abandon, new_fork_marker
 from .lease import Lease
@@ -132,10 +132,11 @@ class _Relinquished:
         return "<relinquished client>"
 
 
-_RELINQUISHED = _Relinquished()
+# Any: it stands in for the client in a binding whose client went back.
+_RELINQUISHED: Any = _Relinquished()
 
 
-class ThreadBinding(Reservation[Any]):
+class ThreadBinding(Reservation[ClientT]):
     """The client bound to one thread, returned by :meth:`ThreadMappedPool.reserve`.
 
     Use it in one ``with`` statement, as a :class:`~mcpool.Reservation`.
@@ -159,13 +160,13 @@ class ThreadBinding(Reservation[Any]):
 
     def __init__(
         self,
-        owner: ThreadMappedPool,
-        reservation: Reservation[Any],
-        item: Any,
+        owner: ThreadMappedPool[ClientT],
+        reservation: Reservation[ClientT],
+        item: ClientT,
         epoch: _Epoch,
     ) -> None:
         #: the thread's client
-        self.client = item
+        self.client: ClientT = item
         #: ``with`` blocks (and leases) open on this binding in its thread
         self.depth = 1
         #: what happens when ``depth`` drops to 0 (_KEEP, _RETURN, _DISCARD)
@@ -178,16 +179,16 @@ class ThreadBinding(Reservation[Any]):
         # thread, or whoever runs the thread-exit hook) is the only one to
         # give it back: list.pop is atomic.
         self.held = [reservation]
-        self.owner: weakref.ref[ThreadMappedPool] = weakref.ref(owner)
+        self.owner: weakref.ref[ThreadMappedPool[ClientT]] = weakref.ref(owner)
         #: the ident of the thread it is bound to, its key in the pool's mapping
         self.thread_id = threading.get_ident()
 
     @property
-    def item(self) -> Any:
+    def item(self) -> ClientT:
         """The thread's client (the same as :attr:`client`)."""
         return self.client
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> ClientT:
         return self.client
 
     def __exit__(
@@ -225,7 +226,7 @@ class _ThreadExit:
 
     __slots__ = ("binding",)
 
-    def __init__(self, binding: ThreadBinding) -> None:
+    def __init__(self, binding: ThreadBinding[Any]) -> None:
         self.binding = binding
 
     def __del__(self) -> None:
@@ -241,7 +242,7 @@ class _ThreadExit:
             _unbind_abandoned(binding)
 
 
-def _unbind_abandoned(binding: ThreadBinding) -> None:
+def _unbind_abandoned(binding: ThreadBinding[Any]) -> None:
     """Forget a binding made before a fork: never use or free its client."""
     try:
         reservation = binding.held.pop()
@@ -252,7 +253,7 @@ def _unbind_abandoned(binding: ThreadBinding) -> None:
     binding.epoch = _NO_EPOCH
 
 
-class ThreadLease(Lease[Any]):
+class ThreadLease(Lease[ClientT]):
     """What :meth:`ThreadMappedPool.checkout` returns: a :class:`~mcpool.Lease`
     on the thread's client.
 
@@ -270,7 +271,7 @@ class ThreadLease(Lease[Any]):
         :param exc: an exception raised while the client was in use; the
             pool's *discard_on* decides whether it means the client is broken.
         """
-        binding = cast("ThreadBinding | None", self._entry)
+        binding = cast("ThreadBinding[ClientT] | None", self._entry)
         if binding is None:
             return
         self._entry = None
@@ -279,7 +280,7 @@ class ThreadLease(Lease[Any]):
             binding._leave(exc, discard)
 
 
-class ThreadMappedPool(ClientPool):
+class ThreadMappedPool(ClientPool[ClientT]):
     """A pool that binds one clone of *master* to each thread that reserves.
 
     Drop-in for ``pylibmc.ThreadMappedPool``: ``ThreadMappedPool(mc)``,
@@ -338,7 +339,7 @@ class ThreadMappedPool(ClientPool):
 
     def __init__(
         self,
-        master: Any,
+        master: ClientT,
         max_size: int | None = None,
         *,
         max_spare: int = 8,
@@ -367,7 +368,7 @@ class ThreadMappedPool(ClientPool):
         self._epoch = _new_epoch()
         # Thread ident -> binding, for the dict-like methods only: the fast
         # path never reads it; bindings enter and leave it on the slow path.
-        self._threads: dict[int, ThreadBinding] = {}
+        self._threads: dict[int, ThreadBinding[ClientT]] = {}
         self._threads_lock = threading.Lock()
         super().__init__(
             master,
@@ -385,7 +386,7 @@ class ThreadMappedPool(ClientPool):
 
     def reserve(
         self, block: bool = True, timeout: float | None = None
-    ) -> ThreadBinding:
+    ) -> ThreadBinding[ClientT]:
         """Reserve the thread's client for one ``with`` block.
 
         The first call in a thread takes a client from the pool (a spare, a
@@ -402,7 +403,7 @@ class ThreadMappedPool(ClientPool):
         ...     mc.incr("hits")
         """
         try:
-            binding: ThreadBinding = self._local.binding
+            binding: ThreadBinding[ClientT] = self._local.binding
         except AttributeError:
             return self._bind(block, timeout)
         if binding.epoch[0]:
@@ -410,7 +411,9 @@ class ThreadMappedPool(ClientPool):
             return binding
         return self._rebind(binding, block, timeout)
 
-    def checkout(self, block: bool = True, timeout: float | None = None) -> ThreadLease:
+    def checkout(
+        self, block: bool = True, timeout: float | None = None
+    ) -> ThreadLease[ClientT]:
         """Reserve the thread's client and return a :class:`ThreadLease`.
 
         For code that cannot use a ``with`` block, such as WSGI middleware;
@@ -435,7 +438,7 @@ class ThreadMappedPool(ClientPool):
         ``pylibmc`` returns the unmapped client; this returns ``None``, since
         the client now belongs to the pool.
         """
-        binding: ThreadBinding | None = getattr(self._local, "binding", None)
+        binding: ThreadBinding[ClientT] | None = getattr(self._local, "binding", None)
         if binding is None or not binding.held:
             return
         if binding.depth > 0:
@@ -443,7 +446,7 @@ class ThreadMappedPool(ClientPool):
             return
         self._unbind(binding, discard=False)
 
-    def _bind(self, block: bool, timeout: float | None) -> ThreadBinding:
+    def _bind(self, block: bool, timeout: float | None) -> ThreadBinding[ClientT]:
         """Take a client from the core and bind it to the calling thread."""
         epoch = self._epoch  # read first: a change after this is seen next time
         reservation = Pool.reserve(self, block, timeout)
@@ -464,8 +467,8 @@ class ThreadMappedPool(ClientPool):
         return binding
 
     def _rebind(
-        self, binding: ThreadBinding, block: bool, timeout: float | None
-    ) -> ThreadBinding:
+        self, binding: ThreadBinding[ClientT], block: bool, timeout: float | None
+    ) -> ThreadBinding[ClientT]:
         """The thread's binding is out of date: forked, closed, behaviours
         changed, or its client was given back."""
         if binding.held and not binding.fork_marker[0]:
@@ -486,7 +489,7 @@ class ThreadMappedPool(ClientPool):
         binding.depth += 1
         return binding
 
-    def _unbind(self, binding: ThreadBinding, discard: bool) -> None:
+    def _unbind(self, binding: ThreadBinding[ClientT], discard: bool) -> None:
         """Give a binding's client back to the core, once, from any thread."""
         if not binding.fork_marker[0]:
             # In a child forked without Python's at-fork hooks, before the
@@ -503,7 +506,7 @@ class ThreadMappedPool(ClientPool):
         self._forget(binding)
         self._release(reservation, None, discard)
 
-    def _forget(self, binding: ThreadBinding) -> None:
+    def _forget(self, binding: ThreadBinding[ClientT]) -> None:
         """Take *binding* out of the thread mapping, unless its thread ident
         already belongs to a newer binding (idents are reused)."""
         with self._threads_lock:
@@ -533,7 +536,7 @@ class ThreadMappedPool(ClientPool):
     def __iter__(self) -> Iterator[int]:
         return iter(self.keys())
 
-    def __getitem__(self, thread_id: int) -> Any:
+    def __getitem__(self, thread_id: int) -> ClientT:
         """The client of the calling thread, ``pool[threading.get_ident()]``.
 
         :raises KeyError: the thread holds no client.
@@ -542,7 +545,7 @@ class ThreadMappedPool(ClientPool):
         """
         return self._own_binding(thread_id).item
 
-    def get(self, thread_id: int, default: Any = None) -> Any:
+    def get(self, thread_id: int, default: Any = None) -> ClientT | Any:
         """The calling thread's client, or *default* if it holds none.
 
         :raises ValueError: *thread_id* is another thread's that holds a client.
@@ -579,7 +582,7 @@ class ThreadMappedPool(ClientPool):
         """``del pool[threading.get_ident()]``: :meth:`relinquish`."""
         self.pop(thread_id)
 
-    def _own_binding(self, thread_id: int) -> ThreadBinding:
+    def _own_binding(self, thread_id: int) -> ThreadBinding[ClientT]:
         binding = self._threads.get(thread_id)
         if binding is None or not binding.held:
             raise KeyError(thread_id)

@@ -10,10 +10,11 @@ Routes:
 - ``GET /stream`` — a streamed body that reads memcached while it streams.
 - ``GET /health`` — no memcached at all: holds no client.
 
-Configuration comes from ``create_app(config)`` and from environment
-variables with the extension's names (``MCPOOL_SERVERS=127.0.0.1:11211,...``,
+Configuration comes from environment variables with the extension's names,
+read by :func:`mcpool.flask.config_from_env` (``MCPOOL_SERVERS=127.0.0.1:11211,...``,
 ``MCPOOL_POOL_SIZE=8``, ``MCPOOL_POOL=queue``, ``MCPOOL_BEHAVIORS='{"tcp_nodelay":
-true}'``; see ``docs/flask.rst``). The default server is 127.0.0.1:11211.
+true}'``; see ``docs/operations.rst``), then from ``create_app(config)``. The
+default server is 127.0.0.1:11211.
 
 Run it from the repository root (start a memcached first, for instance
 ``memcached -l 127.0.0.1 -p 11211 &``):
@@ -46,14 +47,13 @@ mcpool ping``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Flask, Response, stream_with_context
 
 from mcpool import safe_key
-from mcpool.flask import CONFIG_DEFAULTS, MemcachePool
+from mcpool.flask import MemcachePool, config_from_env
 
 __all__ = ["GREETING_KEY", "create_app", "memcache"]
 
@@ -63,19 +63,13 @@ GREETING_KEY = "flask_app:greeting"
 memcache = MemcachePool()
 
 
-def config_from_environ(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """The ``MCPOOL_*`` settings found in *environ*, as strings; the extension
-    parses them (comma-separated servers, numbers, booleans, JSON objects)."""
-    return {name: environ[name] for name in CONFIG_DEFAULTS if name in environ}
-
-
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Make the app: environment first, then *config* on top.
 
     >>> app = create_app({"MCPOOL_SERVERS": ["127.0.0.1:11211"]})  # doctest: +SKIP
     """
     app = Flask(__name__)
-    app.config.update(config_from_environ())
+    config_from_env(app)
     if config:
         app.config.update(config)
     memcache.init_app(app)
