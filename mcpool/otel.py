@@ -39,12 +39,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .histogram import BUCKETS
 from .pool import Pool
+from .servers import ServerState, parse_server
 from .telemetry import PoolListener
 
 __all__ = ["POOL_NAME", "Instrumentation", "instrument"]
 
 #: The attribute that names the pool on every metric.
 POOL_NAME = "db.client.connection.pool.name"
+#: The attributes that name a server on the per-server metrics.
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
 _STATE = "db.client.connection.state"
 
 
@@ -95,6 +99,27 @@ class _Instruments:
                 unit=unit,
                 description=description,
             )
+        # Per server, for a pool of mcpool.Client (PoolStats.servers): not in
+        # the conventions, so under mcpool's own names.
+        meter.create_observable_counter(
+            "mcpool.server.unavailable",
+            callbacks=[self._unavailable],
+            unit="{request}",
+            description="Requests that failed because the memcached server did "
+            "not answer",
+        )
+        meter.create_observable_counter(
+            "mcpool.server.ejections",
+            callbacks=[self._ejections],
+            unit="{ejection}",
+            description="Times the memcached server went from available to unavailable",
+        )
+        meter.create_observable_gauge(
+            "mcpool.server.available",
+            callbacks=[self._available],
+            unit="1",
+            description="1 while the memcached server answers, 0 while it does not",
+        )
         meter.create_observable_counter(
             "db.client.connection.timeouts",
             callbacks=[self._timeouts],
@@ -150,6 +175,35 @@ class _Instruments:
     def _timeouts(self, options: CallbackOptions) -> Iterable[Observation]:
         for each in self.pools:
             yield Observation(each.pool.stats().timeouts, each.attributes)
+
+    def _unavailable(self, options: CallbackOptions) -> Iterable[Observation]:
+        for server, attributes in self._servers():
+            yield Observation(server.unavailable, attributes)
+
+    def _ejections(self, options: CallbackOptions) -> Iterable[Observation]:
+        for server, attributes in self._servers():
+            yield Observation(server.ejections, attributes)
+
+    def _available(self, options: CallbackOptions) -> Iterable[Observation]:
+        for server, attributes in self._servers():
+            yield Observation(int(server.available), attributes)
+
+    def _servers(self) -> Iterable[tuple[ServerState, dict[str, Any]]]:
+        for each in self.pools:
+            for server in each.pool.stats().servers:
+                yield server, {**each.attributes, **server_attributes(server)}
+
+
+def server_attributes(server: ServerState) -> dict[str, Any]:
+    """``server.address`` and ``server.port`` (the conventions' attributes) of
+    a server, or ``server.address`` alone for a UNIX socket."""
+    try:
+        parsed = parse_server(server.address)
+    except ValueError:
+        return {SERVER_ADDRESS: server.address}
+    if parsed.path is not None or parsed.port is None:
+        return {SERVER_ADDRESS: parsed.path or server.address}
+    return {SERVER_ADDRESS: parsed.host, SERVER_PORT: parsed.port}
 
 
 def _limit(each: Instrumentation, value: int) -> Iterable[Observation]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from typing import Any
 
 try:
@@ -41,12 +42,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .histogram import BUCKETS
 from .pool import Pool
+from .servers import parse_server
 from .telemetry import PoolListener
 
 __all__ = ["POOL_LABEL", "Exporter", "instrument"]
 
 #: The label that names the pool on every metric.
 POOL_LABEL = "db_client_connection_pool_name"
+#: Seconds between writes of the per-server metrics, at most.
+SERVER_INTERVAL = 1.0
 _STATE = "db_client_connection_state"
 
 
@@ -109,6 +113,28 @@ class _Metrics:
             "use_time",
             "The time between borrowing a connection and returning it to the pool",
         )
+        # Per server, for a pool of mcpool.Client (PoolStats.servers).
+        server_labels = [*labels, "server_address", "server_port"]
+        self.server_unavailable = Counter(
+            "mcpool_server_unavailable",
+            "Requests that failed because the memcached server did not answer",
+            server_labels,
+            registry=registry,
+        )
+        self.server_ejections = Counter(
+            "mcpool_server_ejections",
+            "Times the memcached server went from available to unavailable",
+            server_labels,
+            registry=registry,
+        )
+        self.server_up = Gauge(
+            "mcpool_server_up",
+            "1 while the memcached server answers, 0 while it does not (the "
+            "lowest of the live processes' views)",
+            server_labels,
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
 
 
 _metrics: dict[int, tuple[CollectorRegistry | None, _Metrics]] = {}
@@ -143,12 +169,18 @@ class Exporter(PoolListener):
             metrics.idle_min.labels(name),
             metrics.max.labels(name),
         )
+        self.metrics = metrics
         # Usage is read and written under one lock, so that a slow thread
         # never writes an older reading over a newer one.
         self._lock = threading.Lock()
         self._last: tuple[int, int, int] | None = None
+        # Server counters already added, per address: the pool gives totals,
+        # a multiprocess counter takes increments.
+        self._servers_seen: dict[str, tuple[int, int]] = {}
+        self._servers_due = 0.0
         self._write_limits()
         self.refresh()
+        self.refresh_servers()
 
     def _write_limits(self) -> None:
         pool = self.pool
@@ -183,6 +215,40 @@ class Exporter(PoolListener):
                 self.pending.set(waiting)
             self._last = usage
 
+    def refresh_servers(self) -> None:
+        """Write each server's state and counters (for a pool of
+        :class:`mcpool.Client`).
+
+        Done on the pool's events at most once a second; a server's state
+        changes outside them, so an idle worker shows it when traffic comes.
+        """
+        self._servers_due = time.monotonic() + SERVER_INTERVAL
+        # Read outside the lock: stats() may free a lost item, whose discard
+        # event comes back here.
+        servers = self.pool.stats().servers
+        with self._lock:
+            name = self.pool.name
+            metrics = self.metrics
+            for server in servers:
+                labels = (name, *_server_labels(server.address))
+                seen = self._servers_seen.get(server.address, (0, 0))
+                now = (server.unavailable, server.ejections)
+                if now[0] < seen[0] or now[1] < seen[1]:
+                    seen = (0, 0)  # counted afresh, in a forked child
+                if now[0] > seen[0]:
+                    metrics.server_unavailable.labels(*labels).inc(now[0] - seen[0])
+                if now[1] > seen[1]:
+                    metrics.server_ejections.labels(*labels).inc(now[1] - seen[1])
+                if server.address not in self._servers_seen:  # create the series
+                    metrics.server_unavailable.labels(*labels).inc(0)
+                    metrics.server_ejections.labels(*labels).inc(0)
+                self._servers_seen[server.address] = now
+                metrics.server_up.labels(*labels).set(int(server.available))
+
+    def _maybe_refresh_servers(self) -> None:
+        if time.monotonic() >= self._servers_due:
+            self.refresh_servers()
+
     def uninstrument(self) -> None:
         """Stop writing this pool's metrics (the last values stay)."""
         try:
@@ -203,9 +269,11 @@ class Exporter(PoolListener):
     def on_release(self, pool: Any, used: float) -> None:
         self.use_time.observe(used)
         self.refresh()
+        self._maybe_refresh_servers()
 
     def on_discard(self, pool: Any, reason: str) -> None:
         self.refresh()
+        self._maybe_refresh_servers()
 
     def on_timeout(self, pool: Any) -> None:
         self.timeouts.inc()
@@ -217,8 +285,10 @@ class Exporter(PoolListener):
         # lock too: a thread of the parent may have held the old one.
         self._lock = threading.Lock()
         self._last = None
+        self._servers_seen = {}
         self._write_limits()
         self.refresh()
+        self.refresh_servers()
 
 
 def instrument(
@@ -253,3 +323,15 @@ def instrument(
     exporter = Exporter(pool, _metrics_for(registry))
     pool.add_listener(exporter)
     return exporter
+
+
+def _server_labels(address: str) -> tuple[str, str]:
+    """``(server_address, server_port)``: the host and port, or a UNIX
+    socket's path and ``""``."""
+    try:
+        parsed = parse_server(address)
+    except ValueError:
+        return address, ""
+    if parsed.path is not None or parsed.host is None or parsed.port is None:
+        return parsed.path or address, ""
+    return parsed.host, str(parsed.port)

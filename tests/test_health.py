@@ -7,8 +7,9 @@ import threading
 import pytest
 from test_telemetry import FakeClock, wait_until
 
-from mcpool import Pool, PoolTimeout
+from mcpool import Client, ClientPool, Pool, PoolTimeout
 from mcpool.health import HealthCheck, check_health
+from mcpool.testing import MemcachedServer, free_port
 
 
 def test_a_quiet_pool_is_healthy() -> None:
@@ -68,3 +69,34 @@ def test_thresholds_must_make_sense() -> None:
         check_health(pool, max_wait_p99=-1)
     with pytest.raises(ValueError, match="max_timeouts must be >= 0"):
         HealthCheck(pool, max_timeouts=-1)
+
+
+def pool_of_dead_servers(count: int) -> ClientPool[Client]:
+    """A pool whose servers refuse connections, known to be down."""
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(count)]
+    pool = ClientPool(Client(addresses, timeout=5), 2, name="cache")
+    with pool.reserve() as mc:
+        assert mc.get("health:key") is None  # a miss: no server answers
+    wait_until(
+        lambda: not any(server.available for server in pool.stats().servers),
+        "the servers to be found down",
+    )
+    return pool
+
+
+def test_every_server_down_is_unhealthy() -> None:
+    pool = pool_of_dead_servers(2)
+    (problem,) = check_health(pool).problems
+    assert problem.startswith("cache: every server is down (127.0.0.1:")
+
+
+def test_one_server_down_of_two_is_healthy(memcached: MemcachedServer) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    pool = ClientPool(Client([memcached.address, dead], timeout=5), 2)
+    with pool.reserve() as mc:
+        for n in range(20):  # some keys land on the dead server
+            mc.get(f"health:{n}")
+    wait_until(
+        lambda: not pool.stats().servers[1].available, "the dead one to be found"
+    )
+    assert check_health(pool)

@@ -11,10 +11,10 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from test_telemetry import FakeClock, wait_until
 
-from mcpool import ClientPool, Pool, PoolTimeout
+from mcpool import Client, ClientPool, Pool, PoolTimeout
 from mcpool.histogram import BUCKETS
 from mcpool.otel import instrument
-from mcpool.testing import MemcachedServer
+from mcpool.testing import MemcachedServer, free_port
 
 POOL = "db.client.connection.pool.name"
 
@@ -149,3 +149,40 @@ def test_pools_on_one_provider_report_apart_and_uninstrument() -> None:
         for point in read(reader)["db.client.connection.max"].data.data_points
     }
     assert maxima == {"sessions": 3}
+
+
+def test_each_servers_state_and_failures_are_reported(
+    memcached: MemcachedServer,
+) -> None:
+    dead_port = free_port()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    pool = ClientPool(
+        Client([memcached.address, f"127.0.0.1:{dead_port}"], timeout=5),
+        2,
+        name="cache",
+    )
+    instrument(pool, meter_provider=provider)
+    with pool.reserve() as mc:
+        for n in range(20):  # some keys land on the dead server
+            mc.get(f"otel:{n}")
+    wait_until(lambda: not pool.stats().servers[1].available, "the dead server")
+    metrics = read(reader)
+
+    def by_server(metric: str) -> dict[tuple[str, int], Any]:
+        found = {}
+        for point in metrics[metric].data.data_points:
+            attributes = dict(point.attributes)
+            assert attributes[POOL] == "cache"
+            key = (attributes["server.address"], attributes["server.port"])
+            found[key] = point.value
+        return found
+
+    live = (memcached.host, memcached.port)
+    dead = ("127.0.0.1", dead_port)
+    assert by_server("mcpool.server.available") == {live: 1, dead: 0}
+    assert by_server("mcpool.server.ejections") == {live: 0, dead: 1}
+    unavailable = by_server("mcpool.server.unavailable")
+    assert unavailable[live] == 0 and unavailable[dead] >= 1
+    assert metrics["mcpool.server.unavailable"].unit == "{request}"
+    assert metrics["mcpool.server.ejections"].data.is_monotonic

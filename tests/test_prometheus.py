@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_deployment import REPO, Deployment, get, running, tail, tool
 from test_telemetry import FakeClock, wait_until
 
-from mcpool import ClientPool, Pool, PoolTimeout
+from mcpool import Client, ClientPool, Pool, PoolTimeout
 from mcpool.flask import MemcachePool
 from mcpool.prometheus import instrument
 from mcpool.testing import MemcachedServer, free_port
@@ -234,3 +234,39 @@ def test_a_forked_child_reports_its_own_pool() -> None:
         answer = reader.read()
     os.waitpid(pid, 0)
     assert answer == b"0.0", "the child's pool has none of the parent's items"
+
+
+def test_each_servers_state_and_failures_are_counted(
+    memcached: MemcachedServer,
+) -> None:
+    dead_port = free_port()
+    registry = CollectorRegistry()
+    pool = ClientPool(
+        Client([memcached.address, f"127.0.0.1:{dead_port}"], timeout=5),
+        2,
+        name="servers",
+    )
+    exporter = instrument(pool, registry=registry)
+    with pool.reserve() as mc:
+        for n in range(20):  # some keys land on the dead server
+            mc.get(f"prometheus:{n}")
+    wait_until(lambda: not pool.stats().servers[1].available, "the dead server")
+    exporter.refresh_servers()  # (the events do it at most once a second)
+    live = {LABEL: "servers", "server_address": memcached.host}
+    live["server_port"] = str(memcached.port)
+    dead = {LABEL: "servers", "server_address": "127.0.0.1"}
+    dead["server_port"] = str(dead_port)
+
+    def value(metric: str, labels: dict[str, str]) -> float | None:
+        return registry.get_sample_value(metric, labels)
+
+    assert value("mcpool_server_up", live) == 1
+    assert value("mcpool_server_up", dead) == 0
+    assert value("mcpool_server_ejections_total", live) == 0
+    assert value("mcpool_server_ejections_total", dead) == 1
+    failed = value("mcpool_server_unavailable_total", dead)
+    assert failed is not None and failed >= 1
+    assert value("mcpool_server_unavailable_total", live) == 0
+    exporter.refresh_servers()  # totals are added once, not again
+    assert value("mcpool_server_unavailable_total", dead) == failed
+    assert value("mcpool_server_ejections_total", dead) == 1
