@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -186,3 +188,25 @@ def test_each_servers_state_and_failures_are_reported(
     assert unavailable[live] == 0 and unavailable[dead] >= 1
     assert metrics["mcpool.server.unavailable"].unit == "{request}"
     assert metrics["mcpool.server.ejections"].data.is_monotonic
+
+
+@pytest.mark.parametrize(
+    ("module", "framework", "extra"),
+    [
+        ("otel", "opentelemetry", "otel"),
+        ("prometheus", "prometheus_client", "prometheus"),
+    ],
+)
+def test_importing_without_the_library_names_the_extra(
+    module: str, framework: str, extra: str
+) -> None:
+    code = (
+        f"import sys; sys.modules[{framework!r}] = None\n"
+        f"try:\n    import mcpool.{module}\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"pip install 'mcpool[{extra}]'" in result.stdout
