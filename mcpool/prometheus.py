@@ -183,6 +183,8 @@ class Exporter(PoolListener):
         self.refresh_servers()
 
     def _write_limits(self) -> None:
+        """Write ``max_size``, ``min_idle`` and ``max_spare``, as the pool
+        has them now."""
         pool = self.pool
         spare = pool.max_spare
         idle_max = pool.max_size if spare is None else spare
@@ -194,11 +196,8 @@ class Exporter(PoolListener):
                 gauge.set(value)
 
     def refresh(self) -> None:
-        """Write the pool's idle, used and waiting counts now.
-
-        Done on every event; call it yourself after changing the pool's
-        limits.
-        """
+        """Write the pool's idle, used and waiting counts now; done on every
+        event."""
         with self._lock:
             usage = self.pool.usage()
             last = self._last
@@ -285,10 +284,13 @@ class Exporter(PoolListener):
         # lock too: a thread of the parent may have held the old one.
         self._lock = threading.Lock()
         self._last = None
-        self._servers_seen = {}
         self._write_limits()
         self.refresh()
-        self.refresh_servers()
+        # Not the servers: this may run while the child resets the pool
+        # under the lock that the servers' own reset takes too; the next
+        # event writes them.
+        self._servers_seen = {}
+        self._servers_due = 0.0
 
 
 def instrument(
