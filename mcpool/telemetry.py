@@ -97,8 +97,11 @@ class PoolListener:
     def on_fork_reset(self, pool: Any) -> None:
         """In a forked child, the pool forgot the items of its parent.
 
-        May run inside :func:`os.fork`, before the child's other threads:
-        keep it short.
+        Runs inside :func:`os.fork`, or under the lock that serialises the
+        child's resets (after a fork that ran no at-fork hooks): keep it
+        short, and read the pool with :meth:`Pool.usage
+        <mcpool.Pool.usage>` only; :meth:`~mcpool.Pool.stats` of a pool of
+        :class:`mcpool.Client` would wait for that lock for good.
         """
 
 
