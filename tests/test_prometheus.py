@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -117,8 +118,19 @@ def test_flask_turns_metrics_on_by_config(memcached: MemcachedServer) -> None:
 
 
 def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    """GET /metrics, parsed: sample name -> sorted labels -> value."""
-    status, body = get(port, "/metrics")
+    """GET /metrics, parsed: sample name -> sorted labels -> value.
+
+    prometheus_client's collector fails on a metrics file caught between its
+    creation and its header (``struct.error``, an HTTP 500), which a worker
+    writes when its pool's first values are set: a scrape that meets one is
+    asked again, for up to 10 s.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        status, body = get(port, "/metrics")
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert status == 200, body
     samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
     for family in text_string_to_metric_families(body):
