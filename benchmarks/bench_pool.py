@@ -4,8 +4,10 @@ Run it (it starts its own memcached on a free loopback port)::
 
     .venv/bin/python benchmarks/bench_pool.py            # full run
     .venv/bin/python benchmarks/bench_pool.py --quick    # a smoke run
+    git worktree add /tmp/telemetry-before main
+    .venv/bin/python benchmarks/bench_pool.py --baseline /tmp/telemetry-before
 
-Two tables:
+Three tables:
 
 1. Uncontended ``with pool.reserve(): pass`` in one thread, ns per
    reserve+release (median of rounds), for mcpool, pylibmc, and a bare
@@ -14,6 +16,10 @@ Two tables:
    memcached ``get``. Throughput, and how evenly the threads were served
    (the slowest and fastest thread's share of the mean, threads that got
    nothing).
+3. What telemetry costs, in the same rounds as table 1: mcpool with timings
+   off (and the baseline checkout's, with ``--baseline``), with
+   ``timings=True``, and with the OpenTelemetry and Prometheus exporters
+   attached, against the first of those rows.
 """
 
 from __future__ import annotations
@@ -47,8 +53,12 @@ def uncontended(
 ) -> dict[str, list[float]]:
     """ns per reserve+release, one list of samples per pool, interleaved."""
     samples: dict[str, list[float]] = {name: [] for name in pools}
-    for _ in range(rounds):
-        for name, pool in pools.items():
+    names = list(pools)
+    for n in range(rounds):
+        # Each round starts one pool further on, so that no pool always
+        # follows the same one on a machine whose load comes and goes.
+        for name in names[n % len(names) :] + names[: n % len(names)]:
+            pool = pools[name]
             if name == "deque pop/append":
                 d = pool
                 stmt: Callable[[], object] = lambda d=d: d.append(d.pop())  # noqa: E731
@@ -64,6 +74,68 @@ def uncontended(
                 )
             samples[name].append(t / number * 1e9)
     return samples
+
+
+TELEMETRY = "mcpool.ClientPool, "
+
+
+def telemetry_pools(master: Any, exporters: bool) -> dict[str, Any]:
+    """mcpool pools with timings on, and with each installed exporter."""
+    pools: dict[str, Any] = {
+        TELEMETRY + "timings=True": mcpool.ClientPool(master, 4, timings=True)
+    }
+    if not exporters:
+        return pools
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        from mcpool.otel import instrument as otel_instrument
+    except ImportError:
+        pass
+    else:
+        pool = mcpool.ClientPool(master, 4)
+        provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        otel_instrument(pool, meter_provider=provider)
+        pools[TELEMETRY + "otel.instrument (SDK)"] = pool
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from mcpool.prometheus import instrument as prometheus_instrument
+    except ImportError:
+        pass
+    else:
+        pool = mcpool.ClientPool(master, 4)
+        prometheus_instrument(pool, registry=CollectorRegistry())
+        # In one process; in multiprocess mode each write goes to a file.
+        pools[TELEMETRY + "prometheus.instrument"] = pool
+    return pools
+
+
+def print_cost_table(
+    title: str, samples: dict[str, list[float]], reference: str
+) -> dict[str, float]:
+    """ns per reserve+release and the ratio to *reference*, in medians."""
+    base = statistics.median(samples[reference])
+    medians: dict[str, float] = {}
+    rows = []
+    for name, values in samples.items():
+        med = medians[name] = statistics.median(values)
+        rows.append(
+            [
+                name,
+                f"{med:.0f}",
+                f"{min(values):.0f}",
+                f"{med / base:.3f}x",
+                f"{med - base:+.0f}",
+            ]
+        )
+    print_markdown_table(
+        title,
+        ["pool", "median ns/op", "min ns/op", f"vs {reference}", "ns added"],
+        rows,
+    )
+    return medians
 
 
 def contended(pool: Any, threads: int, seconds: float) -> dict[str, float]:
@@ -109,6 +181,19 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument(
+        "--rounds", type=int, help="rounds of the uncontended tables (default 9)"
+    )
+    parser.add_argument(
+        "--no-exporters",
+        action="store_true",
+        help="leave the OpenTelemetry and Prometheus rows out of table 3",
+    )
+    parser.add_argument(
+        "--uncontended-only",
+        action="store_true",
+        help="skip the contention table (tables 1 and 3 only)",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="CHECKOUT",
         help="also time the mcpool package of this checkout (a before/after row)",
@@ -125,6 +210,8 @@ def main() -> int:
         )
     )
 
+    if args.rounds:
+        rounds = args.rounds
     with MemcachedServer() as server:
         master = pylibmc.Client([server.address], binary=True)
         master.set("bench:key", "x" * 100)
@@ -142,14 +229,33 @@ def main() -> int:
             ),
             "pylibmc.ClientPool": pylibmc.ClientPool(master, 4),
             "deque pop/append": collections.deque([object()]),
+            **telemetry_pools(master, exporters=not args.no_exporters),
         }
         samples = uncontended(pools, rounds, number)
         results: dict[str, Any] = {"uncontended": {}, "contended": {}}
         results["uncontended"] = print_ns_per_op_table(
             f"Uncontended reserve+release, one thread ({rounds} rounds x {number})",
-            samples,
+            {k: v for k, v in samples.items() if not k.startswith(TELEMETRY)},
             baseline="pylibmc.ClientPool",
         )
+        reference = (
+            "mcpool.ClientPool (baseline)" if args.baseline else "mcpool.ClientPool"
+        )
+        results["telemetry"] = print_cost_table(
+            f"Telemetry cost, uncontended reserve+release ({rounds} rounds x "
+            f"{number}, medians)",
+            {
+                k: v
+                for k, v in samples.items()
+                if k.startswith(TELEMETRY) or k.startswith("mcpool.ClientPool")
+            },
+            reference,
+        )
+        if args.uncontended_only:
+            print(versions_line())
+            if args.json:
+                write_json(args.json, results)
+            return 0
 
         runs: dict[str, list[dict[str, float]]] = {"mcpool": [], "pylibmc": []}
         for _ in range(reps):

@@ -36,12 +36,14 @@ from .errors import (
     TooManyRequests,
     ValueTooLarge,
 )
+from .histogram import Histogram
 from .keys import safe_key, validate_key
 from .lease import Lease
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Pool, Reservation
 from .stats import PoolStats
 from .statsapp import StatsApp
+from .telemetry import PoolListener
 from .threadmapped import (
     GreenThreadsWarning,
     ThreadBinding,
@@ -53,11 +55,13 @@ __all__ = [
     "Client",
     "ClientPool",
     "GreenThreadsWarning",
+    "Histogram",
     "InvalidKey",
     "Lease",
     "Pool",
     "PoolClosed",
     "PoolError",
+    "PoolListener",
     "PoolMiddleware",
     "PoolStats",
     "PoolTimeout",

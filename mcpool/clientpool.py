@@ -140,6 +140,7 @@ class ClientPool(Pool[ClientT]):
         leak_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         name: str | None = None,
+        timings: bool = False,
     ) -> None:
         self.master: ClientT | None = mc
         self._behaviors_version = 0
@@ -162,8 +163,17 @@ class ClientPool(Pool[ClientT]):
             leak_timeout=leak_timeout,
             clock=clock,
             name=name,
+            timings=timings,
         )
         self.min_idle = min_idle
+
+    def _default_name(self) -> str:
+        """The master's servers, ``"host:port,host:port"``, as OpenTelemetry
+        names a pool that has no name of its own."""
+        addresses = getattr(self.master, "addresses", None)
+        if addresses:
+            return ",".join(str(address) for address in addresses)
+        return type(self).__name__
 
     def fill(self, mc: ClientT, n_slots: int) -> None:
         """Use *mc* as the master and allow *n_slots* more clones.

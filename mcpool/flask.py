@@ -79,10 +79,12 @@ from flask.cli import AppGroup
 from .client import DEFAULT_TIMEOUT, Client
 from .clientpool import ClientPool
 from .errors import ServerUnavailable
+from .histogram import Histogram
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Reservation
 from .servers import ask_each_server, parse_server, probe, server_stat_lines
 from .statsapp import stats_document
+from .telemetry import export_metrics
 from .threadmapped import ThreadMappedPool
 
 __all__ = [
@@ -117,6 +119,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "MCPOOL_CHECK_ON_START": "off",
     "MCPOOL_CHECK_TIMEOUT": 1.0,
     "MCPOOL_STATS_URL": None,
+    "MCPOOL_METRICS": None,
 }
 
 POOL_KINDS = ("queue", "thread")
@@ -436,6 +439,7 @@ class MemcachePool:
             except BaseException:
                 state.pool.close()
                 raise
+        export_metrics(state.pool, app.config["MCPOOL_METRICS"], "MCPOOL_METRICS")
         app.extensions[_EXTENSION_KEY] = state
         # Teardown functions run in the reverse order of registration: first
         # in the list runs last, after every other teardown function that may
@@ -847,7 +851,15 @@ def _show_remote_stats(url: str) -> None:
 def _echo_pool_stats(kind: str, stats: Mapping[str, Any]) -> None:
     click.echo(f"pool: {kind}")
     for name, value in stats.items():
-        if name != "servers":
+        if isinstance(value, Mapping) and "counts" in value:  # timings on
+            times = Histogram(
+                tuple(value["bounds"]), tuple(value["counts"]), value["sum"]
+            )
+            value = (
+                f"{times.count} times, p50 {_seconds(times.quantile(0.5))}, "
+                f"p99 {_seconds(times.quantile(0.99))}"
+            )
+        if name != "servers" and value is not None:
             click.echo(f"  {name}: {value}")
     for server in stats.get("servers") or ():
         state = "available" if server["available"] else "UNAVAILABLE"
@@ -858,6 +870,10 @@ def _echo_pool_stats(kind: str, stats: Mapping[str, Any]) -> None:
             f"{server['ejections']} times down"
             + (f", last error: {server['error']}" if server["error"] else "")
         )
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.3f} ms"
 
 
 @cli.command("ping")

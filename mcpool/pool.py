@@ -58,6 +58,7 @@ from .lease import Lease
 from .limits import wait_seconds, whole_number
 from .recovery import holder_dropped, item_referenced_elsewhere, report_recovered
 from .stats import PoolStats
+from .telemetry import NoTelemetry, PoolListener, Telemetry
 
 __all__ = ["Pool", "Reservation"]
 
@@ -104,6 +105,7 @@ class _Slot:
         "reserved_at",
         "reserved_by",
         "reserved_stack",
+        "taken_at",
     )
 
     def __init__(self, generation: int) -> None:
@@ -122,6 +124,8 @@ class _Slot:
         self.reserved_at = 0.0
         self.reserved_by = ""
         self.reserved_stack: list[tuple[str, int, str]] | None = None
+        # When the current holder got the item, while timings are on.
+        self.taken_at: float | None = None
 
 
 class _Waiter:
@@ -281,8 +285,15 @@ class Pool(Generic[T]):
         every exception discards the item.
     :param leak_timeout: log items held longer than this, with the stack of
         the reservation, and name the longest holders in timeout errors.
-    :param clock: the monotonic clock for ageing and leaks, injectable in tests.
-    :param name: shown in logs and errors.
+    :param clock: the monotonic clock for ageing, leaks and timings,
+        injectable in tests.
+    :param name: shown in logs and errors, and the ``pool.name`` of exported
+        metrics. By default the factory's name (``Pool``'s) or the servers
+        (:class:`~mcpool.ClientPool`'s), the same in every process.
+    :param timings: time every wait, use and item creation into histograms
+        (see :meth:`stats`). The reserve and release then take the pool's
+        lock; see :doc:`/telemetry` for what that costs. Adding a listener
+        (:meth:`add_listener`) switches timings on too.
     :raises TypeError: a size that is not an ``int``, a timeout that is not a
         number.
     :raises ValueError: a size or timeout out of range.
@@ -319,6 +330,7 @@ class Pool(Generic[T]):
         leak_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         name: str | None = None,
+        timings: bool = False,
     ) -> None:
         whole_number(max_size, "max_size")
         whole_number(min_idle, "min_idle")
@@ -358,10 +370,13 @@ class Pool(Generic[T]):
         self.discard_on: Callable[[BaseException], bool] = discard_on or _discard_always
         self.leak_timeout = leak_timeout
         self.clock = clock
-        self.name = name or f"{type(self).__name__}@{id(self):x}"
+        self.name = name or self._default_name()
         self._leaks: LeakDetector | NoLeakDetector = NoLeakDetector()
         if leak_timeout is not None:
             self._leaks = LeakDetector(self.name, leak_timeout, clock)
+        self._telemetry: Telemetry | NoTelemetry = NoTelemetry()
+        if timings:
+            self._telemetry = Telemetry(clock)
         self._aged = max_idle is not None or max_lifetime is not None
         self._generation = 0
         self._recovered = 0
@@ -451,6 +466,7 @@ class Pool(Generic[T]):
             or self._check is not None
             or self._reset is not None
             or self.leak_timeout is not None
+            or self._telemetry.active
             or not _GIL
         )
         # While items are being replaced every return takes the slow path,
@@ -526,12 +542,89 @@ class Pool(Generic[T]):
         return Lease(reservation)
 
     def stats(self) -> PoolStats:
-        """A consistent snapshot of sizes and counters; see :class:`PoolStats`."""
+        """A consistent snapshot of sizes and counters; see :class:`PoolStats`.
+
+        With timings on, it holds the wait, use and create histograms too
+        (``stats().wait_p99``).
+        """
+        return self._snapshot(reset=False)
+
+    def pop_stats(self) -> PoolStats:
+        """:meth:`stats`, then start the timing histograms again from zero.
+
+        For a reporter that wants the times since its last report; the
+        counters are not reset.
+
+        >>> pool.pop_stats().wait_p99  # doctest: +SKIP
+        0.00012
+
+        .. versionadded:: 0.1
+        """
+        return self._snapshot(reset=True)
+
+    def usage(self) -> tuple[int, int, int]:
+        """``(idle, in_use, waiting)`` now: a cheaper :meth:`stats` for
+        exporters that read it on every event.
+
+        Unlike :meth:`stats`, it does not look for lost items first, so
+        ``in_use`` counts an item whose reservation was dropped unreleased
+        until the pool notices.
+
+        >>> pool.usage()  # doctest: +SKIP
+        (3, 1, 0)
+
+        .. versionadded:: 0.1
+        """
+        with self._lock:
+            idle = len(self._idle)
+            return idle, len(self._slots) - idle, len(self._waiters)
+
+    def add_listener(self, listener: PoolListener) -> None:
+        """Tell *listener* of this pool's events; see :class:`PoolListener`.
+
+        Switches timings on: from now on every reserve and release takes the
+        pool's lock.
+
+        >>> pool.add_listener(PoolListener())  # doctest: +SKIP
+
+        .. versionadded:: 0.1
+        """
+        with self._lock:
+            telemetry = self._telemetry
+            if not isinstance(telemetry, Telemetry):
+                telemetry = Telemetry(self.clock)
+            # A new tuple, never changed in place: a thread calling the
+            # listeners keeps the one it started with.
+            telemetry.listeners = (*telemetry.listeners, listener)
+            self._telemetry = telemetry
+            self._update_vetting()
+
+    def remove_listener(self, listener: PoolListener) -> None:
+        """Stop telling *listener* of events; timings stay on.
+
+        :raises ValueError: *listener* was not added.
+
+        .. versionadded:: 0.1
+        """
+        with self._lock:
+            listeners = list(self._telemetry.listeners)
+            listeners.remove(listener)
+            self._telemetry.listeners = tuple(listeners)
+
+    def _default_name(self) -> str:
+        """The name when none is given: stable across processes and restarts."""
+        factory = getattr(self.factory, "__qualname__", "")
+        if not factory or "<" in factory:  # a lambda, or a local function
+            return type(self).__name__
+        return f"{type(self).__name__}({factory})"
+
+    def _snapshot(self, reset: bool) -> PoolStats:
         self._check_fork()
         self._recover()  # so that in_use counts only items somebody holds
         with self._lock:
             idle = len(self._idle)
             size = len(self._slots)
+            histograms = self._telemetry.histograms(reset)
             return PoolStats(
                 max_size=self.max_size,
                 size=size,
@@ -547,6 +640,10 @@ class Pool(Generic[T]):
                 max_wait=self._max_wait,
                 recovered=self._recovered,
                 rejected=self._rejected,
+                name=self.name,
+                wait_time=histograms[0] if histograms else None,
+                use_time=histograms[1] if histograms else None,
+                create_time=histograms[2] if histograms else None,
             )
 
     @property
@@ -583,7 +680,7 @@ class Pool(Generic[T]):
         now = self.clock()
         with self._lock:
             dropped = self._pop_expired_idle(now)
-        self._close_items(dropped)
+        self._close_items(dropped, "aged")
         self._replenish()
         return len(dropped)
 
@@ -623,7 +720,7 @@ class Pool(Generic[T]):
             self._grant_free_slots()
             self._serve_from_idle()
             self._note_replacing()
-        self._close_items(dropped)
+        self._close_items(dropped, "replaced")
 
     def drain(self) -> None:
         """Replace every item: idle ones now, those in use as they come back.
@@ -649,7 +746,7 @@ class Pool(Generic[T]):
             self._retiring.update(self._slots)
             self._grant_free_slots()
             self._note_replacing()
-        self._close_items(dropped)
+        self._close_items(dropped, "replaced")
         self._replenish()
 
     def _note_replacing(self, leaving: int = 0) -> None:
@@ -700,6 +797,7 @@ class Pool(Generic[T]):
         """Take an idle item, or make one, or wait in line; then vet it."""
         block, seconds = reservation._wait or (True, self._timeout)
         deadline = None if seconds is None else time.monotonic() + seconds
+        started = self._telemetry.start()
         if self._suspect:
             self._recover()
         while True:
@@ -757,7 +855,9 @@ class Pool(Generic[T]):
                     reservation._pool = self
                     raise
                 if not usable:
-                    self._release(reservation, None, discard=True)
+                    aged = self._aged and self.clock() >= slot.expires_at
+                    reason = "aged" if aged else "check"
+                    self._release(reservation, None, discard=True, reason=reason)
                     reservation._pool = self  # the reservation tries again
                     continue
             if self._vetted:
@@ -766,6 +866,7 @@ class Pool(Generic[T]):
                     self.prune()
             with self._lock:
                 self._reserves += 1
+            self._telemetry.reserved(self, slot, started)
             caller = _getframe(2)
             slot.site = (caller.f_code, caller.f_lasti)
             item: T = slot.item
@@ -788,6 +889,7 @@ class Pool(Generic[T]):
         """Wait until served; True if the slot came empty (make the item)."""
         started = time.monotonic()
         try:
+            self._telemetry.waiting(self)
             while True:
                 # In slices: a holder may drop its reservation while everyone
                 # waits, and then nobody else would look for the lost slot.
@@ -834,6 +936,7 @@ class Pool(Generic[T]):
 
     def _make(self, slot: _Slot) -> None:
         """Make the item of a slot counted but still empty."""
+        started = self._telemetry.start()
         try:
             item = self.factory()
         except BaseException:
@@ -851,9 +954,14 @@ class Pool(Generic[T]):
         slot.item = item
         with self._lock:
             self._created += 1
+        self._telemetry.created(self, started)
 
     def _release(
-        self, reservation: Reservation[T], exc: BaseException | None, discard: bool
+        self,
+        reservation: Reservation[T],
+        exc: BaseException | None,
+        discard: bool,
+        reason: str = "broken",
     ) -> None:
         """Decide keep or discard, then hand the item on; once per reservation."""
         slot = reservation._slot
@@ -861,16 +969,20 @@ class Pool(Generic[T]):
             reservation._pool = None
             return
         raised: BaseException | None = None
+        used: float | None = None
         try:
             if not discard and exc is not None:
                 discard = self.discard_on(exc)
             if self._vetted and slot.generation == self._generation:
                 self._leaks.on_give(slot)
                 if not discard and self._reset is not None:
-                    discard = not self._run_hook(self._reset, slot, "reset")
+                    if not self._run_hook(self._reset, slot, "reset"):
+                        discard, reason = True, "reset"
                 if self._aged or self.keepalive is not None:
                     now = slot.idle_since = self.clock()
-                    discard = discard or now >= slot.expires_at
+                    if not discard and now >= slot.expires_at:
+                        discard, reason = True, "aged"
+                used = self._telemetry.released(slot)
         except BaseException as hook_exc:
             discard = True
             if isinstance(hook_exc, Exception):
@@ -882,13 +994,19 @@ class Pool(Generic[T]):
             else:
                 raised = hook_exc
         try:
-            self._give_back(reservation, slot, discard)
+            self._give_back(reservation, slot, discard, reason)
+            if used is not None:  # told once the pool's books show it back
+                self._telemetry.tell_released(self, used)
         finally:
             if raised is not None:
                 raise raised
 
     def _give_back(
-        self, reservation: Reservation[T], slot: _Slot, discard: bool
+        self,
+        reservation: Reservation[T],
+        slot: _Slot,
+        discard: bool,
+        reason: str = "broken",
     ) -> None:
         """Detach *slot* from *reservation*, then keep, hand on or close it."""
         if not self._fork_marker[0]:
@@ -908,12 +1026,15 @@ class Pool(Generic[T]):
                 abandon(slot.item)
                 return
             if self._replacing and self._retire(slot):
+                if not discard:
+                    reason = "replaced"
                 discard = True
             if discard or self._closed:
                 self._slots.discard(slot)
                 self._discarded += 1
                 self._grant_free_slots()
                 surplus.append(slot)
+                reason = reason if discard else "closed"
             else:
                 self._hand_over(slot)
                 spare = self.max_spare
@@ -923,8 +1044,9 @@ class Pool(Generic[T]):
                     self._slots.discard(extra)
                     self._discarded += 1
                     surplus.append(extra)
+                    reason = "spare"
         if surplus:
-            self._close_items(surplus)
+            self._close_items(surplus, reason)
             if self.min_idle:
                 self._replenish()
 
@@ -978,7 +1100,7 @@ class Pool(Generic[T]):
         with self._lock:
             dropped = self._drain_idle() if self._closed else []
             self._serve_from_idle()
-        self._close_items(dropped)
+        self._close_items(dropped, "closed")
 
     # -- faults -------------------------------------------------------------
 
@@ -990,12 +1112,14 @@ class Pool(Generic[T]):
         self._suspect = True
         slot = reservation._slot
         if slot is None:
+            self._telemetry.enter_failed(self)  # a timeout, maybe: no item to return
             return
         with self._lock:
             if reservation._slot is not slot:
                 return
             reservation._slot = None
             slot.holder = None
+            slot.taken_at = None
             if slot.item is _PENDING:
                 self._slots.discard(slot)
                 self._grant_free_slots()
@@ -1047,7 +1171,8 @@ class Pool(Generic[T]):
             # their request, so the pool only forgets it.
             if item_referenced_elsewhere(slot):
                 still_used.append(slot)
-        self._close_items([slot for slot in lost if slot not in still_used])
+        self._close_items([slot for slot in lost if slot not in still_used], "lost")
+        self._telemetry.discarded(self, len(still_used), "lost")
         for slot in lost:
             report_recovered(
                 self.name, slot.site, slot.reserved_stack, slot in still_used
@@ -1125,12 +1250,15 @@ class Pool(Generic[T]):
             slot.idle_since = self.clock()
             self._give_back(holder, slot, discard=False)
 
-    def _close_items(self, slots: list[_Slot]) -> None:
-        """Run the close hook on dropped items, outside the lock.
+    def _close_items(self, slots: list[_Slot], reason: str = "closed") -> None:
+        """Tell listeners of dropped items, then run the close hook on them,
+        outside the lock.
 
         Every item is closed even if one close raises; a
         :class:`BaseException` propagates after the last.
         """
+        if slots:
+            self._telemetry.discarded(self, len(slots), reason)
         close = self.close_item
         if close is None:
             return
@@ -1161,6 +1289,7 @@ class Pool(Generic[T]):
         self._on_fork()
         self._init_state()
         self._closed = closed
+        self._telemetry.after_fork(self)
         # No replenishing here: this may run inside os.fork()'s at-fork hook,
         # where a factory that connects somewhere has no business running.
         self._update_vetting()

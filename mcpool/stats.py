@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .servers import ServerState
 
+from .histogram import Histogram
+
 __all__ = ["PoolStats"]
 
 
@@ -57,3 +59,32 @@ class PoolStats:
     #: for a :class:`~mcpool.ClientPool` of :class:`mcpool.Client`; empty
     #: for other pools
     servers: tuple[ServerState, ...] = ()
+    #: the pool's name
+    name: str = ""
+    #: with timings on, seconds from entering ``reserve()`` to holding an
+    #: item (waiting in line and making the item included); else ``None``
+    wait_time: Histogram | None = None
+    #: with timings on, seconds from reserving an item to giving it back
+    use_time: Histogram | None = None
+    #: with timings on, seconds the factory took to make each item
+    create_time: Histogram | None = None
+
+    @property
+    def wait_p50(self) -> float | None:
+        """The median wait for an item, in seconds; ``None`` without timings."""
+        return self.wait_time.quantile(0.5) if self.wait_time else None
+
+    @property
+    def wait_p99(self) -> float | None:
+        """The 99th percentile of waits, in seconds; ``None`` without timings."""
+        return self.wait_time.quantile(0.99) if self.wait_time else None
+
+    @property
+    def use_p50(self) -> float | None:
+        """The median time an item was held, in seconds."""
+        return self.use_time.quantile(0.5) if self.use_time else None
+
+    @property
+    def use_p99(self) -> float | None:
+        """The 99th percentile of the times an item was held, in seconds."""
+        return self.use_time.quantile(0.99) if self.use_time else None

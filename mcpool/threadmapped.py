@@ -354,6 +354,7 @@ class ThreadMappedPool(ClientPool[ClientT]):
         discard_on: Callable[[BaseException], bool] = is_fatal_error,
         clock: Callable[[], float] = time.monotonic,
         name: str | None = None,
+        timings: bool = False,
     ) -> None:
         if max_size is not None and max_size < 1:
             raise ValueError(f"max_size must be >= 1 or None, got {max_size}")
@@ -386,6 +387,7 @@ class ThreadMappedPool(ClientPool[ClientT]):
             discard_on=discard_on,
             clock=clock,
             name=name,
+            timings=timings,
         )
 
     # -- the per-thread path ----------------------------------------------

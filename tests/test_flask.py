@@ -549,6 +549,19 @@ def test_cli_stats_shows_pool_and_server_stats(app: Flask) -> None:
     assert "rusage_user: " in every.output
 
 
+def test_cli_stats_shows_wait_and_use_percentiles_with_timings(
+    memcached: MemcachedServer,
+) -> None:
+    app = create_app(memcached.address, MCPOOL_POOL_OPTIONS={"timings": True})
+    app.test_client().get(f"/get/{key('cli')}")
+    result = app.test_cli_runner().invoke(args=["mcpool", "stats"])
+    assert result.exit_code == 0, result.output
+    assert "  wait_time: 1 times, p50 " in result.output
+    assert "  use_time: 1 times, p50 " in result.output
+    assert " ms, p99 " in result.output
+    pool_of(app).close()
+
+
 def test_cli_stats_fails_for_a_dead_server(memcached: MemcachedServer) -> None:
     dead = f"127.0.0.1:{free_port()}"
     app = create_app([dead])
