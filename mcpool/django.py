@@ -64,6 +64,7 @@ from .client import DEFAULT_TIMEOUT as DEFAULT_SERVER_TIMEOUT
 from .client import Client
 from .clientpool import ClientPool
 from .keys import safe_key
+from .telemetry import export_metrics
 
 __all__ = ["CLIENT_OPTIONS", "POOL_DEFAULTS", "POOL_OPTIONS", "PyLibMCCache"]
 
@@ -126,6 +127,7 @@ def _shared_pool(
         if pool is None:
             options = dict(pool_options)
             size = options.pop("max_size")
+            metrics = options.pop("metrics", None)
             try:
                 pool = ClientPool(
                     _make_client(servers, client_options),
@@ -138,6 +140,12 @@ def _shared_pool(
                     f"CACHES OPTIONS['POOL'] {dict(pool_options)!r} for "
                     f"{servers!r}: {exc}"
                 ) from None
+            try:
+                # Here, on first use: in a forked worker, after the fork.
+                export_metrics(pool, metrics, "CACHES OPTIONS['metrics']")
+            except ValueError as exc:
+                pool.close()
+                raise ImproperlyConfigured(str(exc)) from None
             _pools[key] = pool
     return pool
 
@@ -183,6 +191,10 @@ def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
             pool_options.update(value)
         elif name in CLIENT_OPTIONS:
             client_options[name] = value
+        elif name == "metrics":
+            # Kept with the pool's options: caches that export metrics and
+            # caches that do not never share a pool.
+            pool_options["metrics"] = value
         elif name == "timeout":
             raise ImproperlyConfigured(
                 "CACHES OPTIONS['timeout'] is ambiguous: use OPTIONS['server_timeout'] "
@@ -193,7 +205,7 @@ def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
         else:
             raise ImproperlyConfigured(
                 f"CACHES OPTIONS has an unknown key {name!r}; the keys are "
-                f"{', '.join(CLIENT_OPTIONS)} and POOL"
+                f"{', '.join(CLIENT_OPTIONS)}, metrics and POOL"
             )
     behaviors = client_options.get("behaviors")
     if behaviors is not None and not isinstance(behaviors, Mapping):

@@ -298,3 +298,23 @@ def test_a_full_line_answers_503_through_the_examples_middleware(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["503", "1", "200", "1", "0"]
+
+
+def test_metrics_option_instruments_the_shared_pool(memcached: MemcachedServer) -> None:
+    cache = backend(memcached.address, metrics="otel", **pool_options(max_size=3))
+    cache.set("metrics", 1)
+    assert cache.get("metrics") == 1
+    # Instrumented: the pool times its waits and uses from now on.
+    assert cache.pool.stats().use_time is not None
+    plain = backend(memcached.address, **pool_options(max_size=3))
+    assert plain.pool is not cache.pool
+
+
+def test_an_unknown_metrics_exporter_is_refused_naming_the_option(
+    memcached: MemcachedServer,
+) -> None:
+    cache = backend(memcached.address, metrics="statsd", **pool_options(max_size=2))
+    with pytest.raises(ImproperlyConfigured, match=r"CACHES OPTIONS\['metrics'\]"):
+        cache.get("metrics")
+    fixed = backend(memcached.address, metrics=None, **pool_options(max_size=2))
+    assert fixed.get("metrics:none") is None
