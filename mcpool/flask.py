@@ -79,6 +79,7 @@ from flask.cli import AppGroup
 from .client import DEFAULT_TIMEOUT, Client
 from .clientpool import ClientPool
 from .errors import ServerUnavailable
+from .health import HealthCheck
 from .histogram import Histogram
 from .middleware import PoolMiddleware, RequestClient
 from .pool import Reservation
@@ -367,6 +368,9 @@ class PoolState:
         self.servers = servers
         self.environ_key = environ_key
         self.make_client = make_client
+        #: judges each scrape of ``MCPOOL_STATS_URL`` (the window since the
+        #: previous one)
+        self.health = HealthCheck(pool)
 
     def __repr__(self) -> str:
         return f"<PoolState servers={self.servers!r} pool={self.pool!r}>"
@@ -551,7 +555,7 @@ def _stats_view() -> Response:
     """The serving process's pool statistics, as :class:`~mcpool.StatsApp`
     serves them (``MCPOOL_STATS_URL``)."""
     state = _current_state("the mcpool stats view")
-    body = json.dumps(stats_document(state.pool), default=str)
+    body = json.dumps(stats_document(state.pool, state.health), default=str)
     response = Response(body, mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response

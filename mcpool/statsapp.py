@@ -29,6 +29,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .health import HealthCheck, check_health
 from .stats import PoolStats
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,33 +40,56 @@ __all__ = ["StatsApp", "StatsSource", "stats_document"]
 
 class StatsSource(Protocol):
     """What :class:`StatsApp` needs of a pool: ``stats()`` returning a
-    :class:`~mcpool.PoolStats`. :class:`~mcpool.ClientPool`,
+    :class:`~mcpool.PoolStats`, and ``closed``. :class:`~mcpool.ClientPool`,
     :class:`~mcpool.ThreadMappedPool` and :class:`~mcpool.Pool` qualify."""
 
     def stats(self) -> PoolStats: ...
 
+    @property
+    def closed(self) -> bool: ...
 
-def stats_document(pool: StatsSource) -> dict[str, Any]:
+
+def stats_document(
+    pool: StatsSource, check: HealthCheck | None = None
+) -> dict[str, Any]:
     """The JSON-ready record :class:`StatsApp` serves: ``pid``, the pool's
-    class as ``pool``, and its :class:`~mcpool.PoolStats` fields as
-    ``stats``, with each server's state in ``stats["servers"]`` for a pool
-    of :class:`mcpool.Client` (:class:`mcpool.servers.ServerState`).
+    class as ``pool``, its :class:`~mcpool.PoolStats` fields as ``stats``
+    (with each server's state in ``stats["servers"]`` for a pool of
+    :class:`mcpool.Client`: :class:`mcpool.servers.ServerState`), and the
+    verdict of :mod:`mcpool.health` as ``health``: ``healthy``,
+    ``problems``, ``wait_p99`` and ``timeouts``.
+
+    :param check: judges the window since its previous call; without it,
+        the pool's whole life is the window.
 
     >>> stats_document(pool)  # doctest: +SKIP
-    {'pid': 4242, 'pool': 'ClientPool', 'stats': {'max_size': 8, 'size': 1, ...}}
+    {'pid': 4242, 'pool': 'ClientPool', 'stats': {'max_size': 8, ...},
+     'health': {'healthy': True, 'problems': [], 'wait_p99': None, 'timeouts': 0}}
 
     .. versionadded:: 0.1
     """
+    health = check() if check is not None else check_health(pool)
     return {
         "pid": os.getpid(),
         "pool": type(pool).__name__,
-        "stats": dataclasses.asdict(pool.stats()),
+        "stats": dataclasses.asdict(health.stats),
+        "health": {
+            "healthy": health.healthy,
+            "problems": list(health.problems),
+            "wait_p99": health.wait_p99,
+            "timeouts": health.timeouts,
+        },
     }
 
 
 class StatsApp:
     """A WSGI app answering ``GET`` (and ``HEAD``) with *pool*'s
     :func:`stats_document` as JSON; other methods get 405.
+
+    Its ``health`` judges the time since the previous request (see
+    :class:`mcpool.health.HealthCheck`, whose thresholds *max_wait_p99* and
+    *max_timeouts* are). The answer is 200 either way: it reports, and a
+    load balancer's health check is better served by a view of its own.
 
     Mount it at a path of your choice; it reads nothing from the request
     but its method. The statistics name server addresses and counts, no
@@ -77,8 +101,14 @@ class StatsApp:
     .. versionadded:: 0.1
     """
 
-    def __init__(self, pool: StatsSource) -> None:
+    def __init__(
+        self, pool: StatsSource, *, max_wait_p99: float = 0.1, max_timeouts: int = 0
+    ) -> None:
         self.pool = pool
+        #: judges each scrape's window (:class:`mcpool.health.HealthCheck`)
+        self.health = HealthCheck(
+            pool, max_wait_p99=max_wait_p99, max_timeouts=max_timeouts
+        )
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -95,7 +125,7 @@ class StatsApp:
                 ],
             )
             return [body]
-        body = json.dumps(stats_document(self.pool), default=str).encode()
+        body = json.dumps(stats_document(self.pool, self.health), default=str).encode()
         start_response(
             "200 OK",
             [

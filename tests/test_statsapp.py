@@ -20,6 +20,7 @@ from flask import Flask
 from test_deployment import REPO, START_TIMEOUT, stop, tail, tool
 from werkzeug.test import Client as WSGIClient
 
+import mcpool
 from mcpool import Client, ClientPool, PoolMiddleware, StatsApp
 from mcpool.flask import MemcachePool
 from mcpool.testing import MemcachedServer, free_port
@@ -48,6 +49,44 @@ def test_stats_app_serves_the_pools_stats_with_the_pid(pool: ClientPool) -> None
     assert server["address"] == pool.master.health.servers[0].address
     assert server["available"] is True and server["unavailable"] == 0
     assert WSGIClient(StatsApp(pool)).post("/").status_code == 405
+
+
+def test_stats_app_reports_health_for_each_scrapes_window(pool: ClientPool) -> None:
+    app = WSGIClient(StatsApp(pool))
+    assert app.get("/").get_json()["health"] == {
+        "healthy": True,
+        "problems": [],
+        "wait_p99": None,
+        "timeouts": 0,
+    }
+    with pool.reserve(), pool.reserve():  # both clients: the next one times out
+        with pytest.raises(mcpool.PoolTimeout):
+            with pool.reserve(timeout=0):
+                pass
+    health = app.get("/").get_json()["health"]
+    assert health["healthy"] is False and health["timeouts"] == 1
+    assert health["problems"] == [
+        f"{pool.name}: 1 reservations timed out (more than 0 allowed)"
+    ]
+    # The next scrape judges only the time since this one.
+    assert app.get("/").get_json()["health"]["healthy"] is True
+
+
+def test_stats_app_health_says_when_every_server_is_down(
+    fresh_memcached: MemcachedServer,
+) -> None:
+    pool = ClientPool(Client([fresh_memcached.address], timeout=SERVER_TIMEOUT), 2)
+    app = WSGIClient(StatsApp(pool))
+    fresh_memcached.kill()
+    deadline = time.monotonic() + 60
+    while app.get("/").get_json()["health"]["healthy"]:
+        assert time.monotonic() < deadline, "the dead server was never noticed"
+        with pool.reserve() as mc:
+            mc.get("statsapp:down")  # a miss, and a probe of the servers
+        time.sleep(0.01)
+    [problem] = app.get("/").get_json()["health"]["problems"]
+    assert problem == f"{pool.name}: every server is down ({fresh_memcached.address})"
+    pool.close()
 
 
 def test_stats_app_mounted_beside_the_middleware_as_the_docs_show(
