@@ -290,6 +290,24 @@ def error_lines(samples: list[Sample]) -> list[str]:
     return [f"    {count:>6} x {cause}" for cause, count in causes.most_common()]
 
 
+def serve_with_outage(
+    app: Flask, memcached: MemcachedServer, args: argparse.Namespace
+) -> tuple[list[Phase], list[Sample]]:
+    """Serve *app*, drive it through :func:`run_with_outage`, print each
+    phase and the causes of failed requests; the phases and all samples."""
+    with Served(app) as served:
+        phases = run_with_outage(
+            memcached, served.port, args.threads, args.seconds, args.outage
+        )
+    samples = [s for phase in phases for s in phase.samples]
+    say(PHASE_HEADER)
+    for phase in phases:
+        say(phase_line(phase))
+    for line in error_lines(samples):
+        say(line)
+    return phases, samples
+
+
 def first_after(samples: list[Sample], since: float, word: str) -> float | None:
     """Seconds from *since* until a request sent after it answered with *word*."""
     done = [
@@ -387,16 +405,7 @@ def main() -> int:
             f"{args.server_timeout} s): {args.seconds:g} s of load, memcached "
             f"stopped (SIGSTOP) for {args.outage:g} s, {args.seconds:g} s after"
         )
-        with Served(app) as served:
-            phases = run_with_outage(
-                memcached, served.port, args.threads, args.seconds, args.outage
-            )
-        samples = [s for phase in phases for s in phase.samples]
-        say(PHASE_HEADER)
-        for phase in phases:
-            say(phase_line(phase))
-        for line in error_lines(samples):
-            say(line)
+        phases, samples = serve_with_outage(app, memcached, args)
         errors = sum(s.status != 200 for s in samples)
         stopped, restarted = phases[1], phases[2]
         stats = pool.stats()
@@ -436,16 +445,9 @@ def main() -> int:
             "3. The same app and load on pylibmc.ClientPool of a plain "
             "pylibmc.Client(binary=True), reserved as pylibmc's docs show"
         )
-        with Served(make_pylibmc_app(address, args.size)) as served:
-            phases = run_with_outage(
-                memcached, served.port, args.threads, args.seconds, args.outage
-            )
-        samples = [s for phase in phases for s in phase.samples]
-        say(PHASE_HEADER)
-        for phase in phases:
-            say(phase_line(phase))
-        for line in error_lines(samples):
-            say(line)
+        phases, samples = serve_with_outage(
+            make_pylibmc_app(address, args.size), memcached, args
+        )
         busy = sum(s.body == "_queue.Empty" for s in samples)
         stopped = phases[1]
         explain(
