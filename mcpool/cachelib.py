@@ -591,13 +591,18 @@ class MemcachedCache(_Base):
             value = self._as_counter(key, mc.get(wire)) + delta
             mc.set(wire, value, self._normalize_timeout(None))
             return value
-        current, cas_id = mc.gets(wire)
+        # Bytes, held here: pylibmc's own gets loses a str key's encoding
+        # under concurrency (see mcpool.Client.gets).
+        current, cas_id = mc.gets(wire.encode("utf-8"))
         if current is None:
             stored = mc.add(wire, delta, self._normalize_timeout(None))
             return delta if stored else None
         value = self._as_counter(key, current) + delta
-        if mc.cas(wire, value, cas_id, self._normalize_timeout(None)):
-            return value
+        try:
+            if mc.cas(wire, value, cas_id, self._normalize_timeout(None)):
+                return value
+        except pylibmc.NotFound:
+            pass  # deleted since the read: start again from nothing
         return None
 
     @staticmethod

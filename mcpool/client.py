@@ -478,6 +478,12 @@ class Client(pylibmc.Client):
         key = wire_key(key, self._namespace_length)
         if self._nothing_answers():
             return None, None
+        # pylibmc's gets (1.6.3, pylibmc2 1.6.4) drops its reference to the
+        # encoded key before sending it with the GIL released: for a str key
+        # that frees the bytes, another thread can reuse the memory, and the
+        # reply is another key's value. Bytes that this frame holds stay put.
+        if type(key) is str:
+            key = key.encode("utf-8")
         try:
             return _gets(self, key)  # type: ignore[no-any-return]
         except pylibmc.Error as exc:

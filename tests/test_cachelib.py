@@ -133,6 +133,27 @@ def test_counters_without_compare_and_swap_still_count(
     pool.close()
 
 
+def test_a_counter_deleted_between_read_and_swap_starts_again(
+    cache: MemcachedCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache.set("debt", -10)
+    gets = Client.gets
+    deleted: list[bool] = []
+
+    def gets_then_another_client_deletes(mc: Client, key: Any) -> Any:
+        found = gets(mc, key)
+        if not deleted:
+            deleted.append(cache.delete("debt"))
+        return found
+
+    monkeypatch.setattr(Client, "gets", gets_then_another_client_deletes)
+    # The swap finds no key (memcached's NOT_FOUND): the decrement starts
+    # again from a missing counter, as if it came after the delete.
+    assert cache.dec("debt", 2) == -2
+    assert deleted == [True]
+    assert cache.get("debt") == -2
+
+
 def test_inc_of_a_value_that_is_no_integer_says_so(cache: MemcachedCache) -> None:
     cache.set("name", "ann")
     with pytest.raises(TypeError, match="holds a str, not an integer"):

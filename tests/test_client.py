@@ -10,7 +10,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -572,3 +574,28 @@ print("done")
     )
     assert result.stdout == "done\n", result.stderr
     assert result.stderr == ""
+
+
+def test_gets_from_many_threads_reads_each_its_own_key(server: MemcachedServer) -> None:
+    # pylibmc's gets frees the bytes of a str key before it sends them with
+    # the GIL released; another thread's new key could take that memory, so
+    # gets returned the other key's value (a few in a thousand here).
+    # mcpool.Client hands pylibmc bytes it keeps alive.
+    master = Client([server.address], timeout=T, behaviors={"cas": True})
+    for i in range(8):
+        master.set(f"own-{i}", i)
+    wrong: list[tuple[int, Any]] = []
+    start = threading.Barrier(8)
+
+    def read(i: int) -> None:
+        mc = master.clone()
+        start.wait()
+        for n in range(2000):
+            mc.set(f"oth-{i}", -n)  # a new key of the same size each time
+            value, cas_id = mc.gets(f"own-{i}")
+            if value != i or cas_id is None:
+                wrong.append((i, value))
+
+    with ThreadPoolExecutor(8) as executor:
+        list(executor.map(read, range(8)))
+    assert wrong == []

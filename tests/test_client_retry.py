@@ -50,9 +50,8 @@ def test_no_read_misses_after_a_restart_under_16_threads(
 
     misses: list[tuple[str, Any]] = []
     lock = threading.Lock()
-    # Text get_multi misses silently after a restart on both builds; gets is
-    # left to a test of its own: pylibmc 1.6.3's gets, called from several
-    # threads at once on different clients, returns other threads' values.
+    # Text get_multi misses silently after a restart on both builds; gets has
+    # a test of its own below (text gets misses so on libmemcached 1.0).
     reads = ["get", "get_multi"] if binary else ["get"]
 
     def read(index: int) -> None:
