@@ -342,6 +342,13 @@ class Pool(Generic[T]):
             raise ValueError(
                 f"max_spare must be >= min_idle ({min_idle}), got {max_spare}"
             )
+        for seconds, what in (
+            (max_idle, "max_idle"),
+            (max_lifetime, "max_lifetime"),
+            (leak_timeout, "leak_timeout"),
+        ):
+            if seconds is not None:
+                wait_seconds(seconds, what)
         if not 0 <= lifetime_jitter < 1:
             raise ValueError(
                 f"lifetime_jitter must be in [0, 1), got {lifetime_jitter}"

@@ -458,6 +458,29 @@ def test_invalid_arguments_are_rejected() -> None:
         Pool(Resource, 2, lifetime_jitter=1.5)
 
 
+@pytest.mark.parametrize("option", ["max_idle", "max_lifetime", "leak_timeout"])
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (-1, ValueError),
+        (float("nan"), ValueError),
+        ("60", TypeError),
+        (True, TypeError),
+    ],
+)
+def test_ages_and_leak_timeouts_must_be_seconds(
+    option: str, value: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match=f"{option} must be a number of seconds"):
+        Pool(Resource, 2, **{option: value})  # type: ignore[arg-type]
+    # A valid value works, and the refused pool made nothing.
+    pool = Pool(Resource, 2, **{option: 60.0})  # type: ignore[arg-type]
+    with pool.reserve() as item:
+        assert not item.closed
+    assert pool.stats().created == 1
+    pool.close()
+
+
 def test_a_forked_child_starts_with_an_empty_pool_and_keeps_it_closed() -> None:
     import os
 
