@@ -178,27 +178,33 @@ class Exporter(PoolListener):
         # a multiprocess counter takes increments.
         self._servers_seen: dict[str, tuple[int, int]] = {}
         self._servers_due = 0.0
-        self._write_limits()
+        self._last_limits: tuple[int, int, int] | None = None
         self.refresh()
         self.refresh_servers()
 
     def _write_limits(self) -> None:
-        """Write ``max_size``, ``min_idle`` and ``max_spare``, as the pool
-        has them now."""
+        """Write ``max_size``, ``min_idle`` and ``max_spare`` if the pool has
+        other ones now than last written (``resize()``, a new ``max_spare``)."""
         pool = self.pool
         spare = pool.max_spare
-        idle_max = pool.max_size if spare is None else spare
-        for gauge, value in zip(
-            self._limits, (idle_max, pool.min_idle, pool.max_size), strict=True
-        ):
+        limits = (
+            pool.max_size if spare is None else spare,
+            pool.min_idle,
+            pool.max_size,
+        )
+        if limits == self._last_limits:
+            return
+        for gauge, value in zip(self._limits, limits, strict=True):
             # An uncapped ThreadMappedPool has no limit to report.
             if value < sys.maxsize:
                 gauge.set(value)
+        self._last_limits = limits
 
     def refresh(self) -> None:
-        """Write the pool's idle, used and waiting counts now; done on every
-        event."""
+        """Write the pool's idle, used and waiting counts, and its limits if
+        they changed, now; done on every event."""
         with self._lock:
+            self._write_limits()
             usage = self.pool.usage()
             last = self._last
             if usage == last:
@@ -284,7 +290,7 @@ class Exporter(PoolListener):
         # lock too: a thread of the parent may have held the old one.
         self._lock = threading.Lock()
         self._last = None
-        self._write_limits()
+        self._last_limits = None
         self.refresh()
         # Not the servers: this may run while the child resets the pool
         # under the lock that the servers' own reset takes too; the next

@@ -98,6 +98,27 @@ def test_pools_of_one_process_are_apart_by_name() -> None:
     )
 
 
+def test_the_limits_follow_a_resize_from_the_next_event() -> None:
+    registry = CollectorRegistry()
+    pool = Pool(list, 3, name="resized")
+    instrument(pool, registry=registry)
+
+    def limit(metric: str) -> float | None:
+        return registry.get_sample_value(metric, {LABEL: "resized"})
+
+    pool.resize(5)
+    pool.max_spare = 2
+    with pool.reserve():
+        pass
+    assert limit("db_client_connection_max") == 5
+    assert limit("db_client_connection_idle_max") == 2
+    pool.resize(1)
+    with pool.reserve():
+        pass
+    assert limit("db_client_connection_max") == 1
+    pool.close()
+
+
 def test_flask_turns_metrics_on_by_config(memcached: MemcachedServer) -> None:
     app = Flask(__name__)
     app.config.update(MCPOOL_SERVERS=memcached.address, MCPOOL_METRICS="statsd")
