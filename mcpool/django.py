@@ -122,6 +122,10 @@ def _shared_pool(
     pool = _pools.get(key)
     if pool is not None:
         return pool
+    error: ImproperlyConfigured | None = None
+    # A configuration error is raised once the lock is released: on Python
+    # 3.10 a signal handler that raises while an exception leaves a with
+    # block skips the block's __exit__, and the lock would stay held.
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:
@@ -135,18 +139,22 @@ def _shared_pool(
                     name=f"django cache {','.join(servers)}",
                     **options,
                 )
-            except (TypeError, ValueError) as exc:
-                raise ImproperlyConfigured(
-                    f"CACHES OPTIONS['POOL'] {dict(pool_options)!r} for "
-                    f"{servers!r}: {exc}"
-                ) from None
-            try:
                 # Here, on first use: in a forked worker, after the fork.
                 export_metrics(pool, metrics, "CACHES OPTIONS['metrics']")
-            except ValueError as exc:
-                pool.close()
-                raise ImproperlyConfigured(str(exc)) from None
-            _pools[key] = pool
+            except (TypeError, ValueError) as exc:
+                if pool is None:
+                    error = ImproperlyConfigured(
+                        f"CACHES OPTIONS['POOL'] {dict(pool_options)!r} for "
+                        f"{servers!r}: {exc}"
+                    )
+                else:
+                    pool.close()
+                    error = ImproperlyConfigured(str(exc))
+            else:
+                _pools[key] = pool
+    if error is not None:
+        raise error from None
+    assert pool is not None
     return pool
 
 

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from .errors import PoolClosed, PoolTimeout, TooManyRequests
+from .errors import PoolClosed, PoolError, PoolTimeout, TooManyRequests
 from .fork import abandon, new_fork_marker, reset_lock, watch_for_forks
 from .leaks import LeakDetector, NoLeakDetector
 from .lease import Lease
@@ -810,41 +810,44 @@ class Pool(Generic[T]):
         while True:
             waiter = None
             lost: list[_Slot] = []
+            refusal: PoolError | None = None
+            fresh = False
+            # Refusals are raised once the lock is released: on Python 3.10
+            # a signal handler that raises while an exception leaves a with
+            # block skips the block's __exit__, and the lock stays held.
             with self._lock:
+                limit = self._max_waiting
                 if self._closed:
-                    raise PoolClosed(
+                    refusal = PoolClosed(
                         f"{self.name} is closed; nothing can be reserved from it"
                     )
-                if self._idle and not self._waiters:
+                elif self._idle and not self._waiters:
                     self._hold(self._idle.pop(), reservation)
-                    fresh = False
                 elif len(self._slots) < self.max_size and not self._waiters:
                     self._hold(self._new_slot(), reservation)
                     fresh = True
-                else:
+                elif not self._waiters and (lost := self._find_lost()):
                     # The pool ran out: the first in line makes sure that no
                     # holder lost its item (a scan of max_size slots); those
                     # behind it rely on the waiters' scans every second,
                     # which keeps the scan off the lock under contention.
-                    if not self._waiters:
-                        lost = self._find_lost()
-                    if not lost:
-                        if not block or (
-                            deadline is not None and time.monotonic() >= deadline
-                        ):
-                            self._timeouts += 1
-                            raise PoolTimeout(
-                                self._timeout_message(seconds or 0.0, block)
-                            )
-                        limit = self._max_waiting
-                        if limit is not None and len(self._waiters) >= limit:
-                            self._rejected += 1
-                            raise TooManyRequests(self._overload_message(limit))
-                        waiter = _Waiter(reservation)
-                        self._waiters.append(waiter)
-                        # A lock-free return may have come between the test
-                        # of _idle above and this line.
-                        self._serve_from_idle()
+                    pass
+                elif not block or (
+                    deadline is not None and time.monotonic() >= deadline
+                ):
+                    self._timeouts += 1
+                    refusal = PoolTimeout(self._timeout_message(seconds or 0.0, block))
+                elif limit is not None and len(self._waiters) >= limit:
+                    self._rejected += 1
+                    refusal = TooManyRequests(self._overload_message(limit))
+                else:
+                    waiter = _Waiter(reservation)
+                    self._waiters.append(waiter)
+                    # A lock-free return may have come between the test of
+                    # _idle above and this line.
+                    self._serve_from_idle()
+            if refusal is not None:
+                raise refusal
             if lost:
                 self._report_lost(lost)
                 continue  # their capacity is free again
@@ -917,7 +920,8 @@ class Pool(Generic[T]):
             self._leave_line(waiter)
             raise
         waited = time.monotonic() - started
-        with self._lock:
+        refusal: PoolError | None = None
+        with self._lock:  # refusals are raised outside: see _take
             self._waits += 1
             self._total_wait += waited
             self._max_wait = max(self._max_wait, waited)
@@ -927,9 +931,13 @@ class Pool(Generic[T]):
                 # this lock keeps what it was given.
                 self._waiters.remove(waiter)
                 self._timeouts += 1
-                raise PoolTimeout(self._timeout_message(waited, True))
-            if result is _CLOSED:
-                raise PoolClosed(f"{self.name} was closed while waiting for an item")
+                refusal = PoolTimeout(self._timeout_message(waited, True))
+            elif result is _CLOSED:
+                refusal = PoolClosed(
+                    f"{self.name} was closed while waiting for an item"
+                )
+        if refusal is not None:
+            raise refusal
         return result is _GRANT
 
     def _leave_line(self, waiter: _Waiter) -> None:
