@@ -222,8 +222,9 @@ class ServerState:
     #: whether the server answered the last time it was asked
     available: bool
     #: requests that failed because the server did not answer: each
-    #: one-key request that failed, and each request of several keys while
-    #: the server was found unavailable
+    #: one-key request that failed or missed only after the read timeout,
+    #: and each request of several keys while the server was found
+    #: unavailable
     unavailable: int
     #: times the server went from available to unavailable
     ejections: int
