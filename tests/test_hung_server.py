@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from test_servers import eventually
 
 import mcpool
 from mcpool.testing import MemcachedServer, free_port
@@ -22,15 +22,7 @@ from mcpool.testing import MemcachedServer, free_port
 #: The timeout under test: a read of a paused server waits this long.
 READ_TIMEOUT = 0.2
 #: Everything else is generous: the probe thread runs on a loaded machine.
-EVENTUALLY = 60.0
 GENEROUS = 10.0
-
-
-def eventually(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + EVENTUALLY
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.01)
 
 
 def key_on(mc: mcpool.Client, index: int, tag: str) -> str:
